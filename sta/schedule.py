@@ -1,0 +1,87 @@
+"""Where STA prunes and how many tokens survive: pure arithmetic on shapes.
+
+STA prunes after three blocks, ``0``, ``depth // 3`` and ``2 * depth // 3``.
+Stage ``k`` cuts the current sequence into ``T / 2**k`` contiguous groups
+(``T`` = temporal slices) and drops ``r_k`` tokens from each group, so every
+token count is known from the configuration alone (static shapes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+NUM_STAGES = 3
+
+RSpec = Union[int, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class PruneStage:
+    """One pruning stage: after ``block`` drop ``r`` tokens from each of ``num_groups`` groups."""
+
+    block: int  # 0-based index of the block whose output is pruned
+    num_groups: int  # contiguous groups the sequence is cut into (T, T/2, T/4)
+    r: int  # tokens dropped per group
+    reverse: bool  # visit groups from last to first (stage 1 in the release)
+    tokens_in: int  # sequence length entering the stage
+    tokens_out: int  # sequence length leaving it: num_groups * (tokens_in / num_groups - r)
+
+
+def normalize_r(r: RSpec) -> tuple[int, ...]:
+    """One int for every stage (the release's ``--r``) or one per stage -> a tuple of 3 ints."""
+    values = (r,) * NUM_STAGES if isinstance(r, int) else tuple(r) if isinstance(r, (tuple, list)) else ()
+    if len(values) != NUM_STAGES or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"r must be an int or {NUM_STAGES} ints (one per stage), got {r!r}")
+    if any(v < 0 for v in values):
+        raise ValueError(f"r must be >= 0, got {r!r}")
+    return values
+
+
+def stage_blocks(depth: int) -> tuple[int, ...]:
+    """Blocks whose outputs are pruned: 0, depth//3, 2*depth//3 (0, 4, 8 for ViT-B)."""
+    return tuple(k * depth // NUM_STAGES for k in range(NUM_STAGES))
+
+
+def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -> tuple[PruneStage, ...]:
+    """The pruning stages of a ``depth``-block ViT on ``num_slices x tokens_per_slice`` tokens.
+
+    Stages with ``r_k == 0`` are left out (they would keep every token).
+    Raises ``ValueError`` when the layout cannot hold STA: fewer than 4
+    slices or a count not divisible by 4, stage blocks that coincide, or an r
+    that would leave a group with fewer than one token.
+    """
+    rs = normalize_r(r)
+    if num_slices < 4 or num_slices % 4:
+        raise ValueError(
+            f"STA needs num_frames / tubelet_size divisible by 4 (groups of T, T/2, T/4 slices); got T={num_slices}"
+        )
+    blocks = stage_blocks(depth)
+    if any(rs) and len(set(blocks)) < NUM_STAGES:
+        raise ValueError(f"STA needs depth >= {NUM_STAGES} so its three stage blocks differ; got depth={depth}")
+    stages = []
+    tokens = num_slices * tokens_per_slice
+    for k, (block, r_k) in enumerate(zip(blocks, rs)):
+        groups = num_slices // 2**k
+        n = tokens // groups
+        if n - r_k < 1:
+            raise ValueError(
+                f"r={r_k} at stage {k} (after block {block}) leaves groups of {n} tokens with {n - r_k}; "
+                f"r must be below {n} there (r given: {r!r})"
+            )
+        if r_k:
+            stages.append(PruneStage(block, groups, r_k, reverse=(k == 1), tokens_in=tokens, tokens_out=groups * (n - r_k)))
+        tokens = groups * (n - r_k)
+    return tuple(stages)
+
+
+def tokens_after_stages(num_slices: int, tokens_per_slice: int, r: RSpec) -> tuple[int, ...]:
+    """Tokens alive after each of the three stages (r = 64, T = 8, S = 196: 1056, 800, 672)."""
+    rs = normalize_r(r)
+    tokens = num_slices * tokens_per_slice
+    counts = []
+    for k, r_k in enumerate(rs):
+        groups = num_slices // 2**k
+        tokens = groups * (tokens // groups - r_k)
+        counts.append(tokens)
+    return tuple(counts)
