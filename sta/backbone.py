@@ -1,8 +1,9 @@
 """VideoMAE ViT classifier with STA pruning after three blocks.
 
 Parameter names match the VideoMAE release, so release checkpoints load with
-``strict=True``. Attention runs through ``scaled_dot_product_attention``; STA
-only needs each pruned block's keys, never the attention matrix.
+``strict=True``. Attention runs through ``scaled_dot_product_attention`` (see
+``attention.py``); STA only needs each pruned block's keys, never the
+attention matrix.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import attend
 from .prune import gather_tokens, sta_keep_indices
 from .schedule import PruneStage, RSpec, build_stages, normalize_r, stage_blocks
 
@@ -81,7 +83,7 @@ class Attention(nn.Module):
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).view(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each B x heads x N x head_dim
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attend(q, k, v)
         out = self.proj(out.transpose(1, 2).reshape(B, N, C))
         return out, (k.mean(1) if return_keys else None)
 

@@ -119,7 +119,7 @@ def count_flops_by_op(model: nn.Module, input_shape: tuple[int, ...] | None = No
         cfg = model.cfg
         input_shape = (1, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
     meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
-    clip = torch.empty(input_shape, device="meta")
+    clip = torch.empty(input_shape, device="meta", dtype=next(model.parameters()).dtype)
     counter = FlopCounter()
     with torch.no_grad(), counter:
         meta_model(clip)

@@ -1,0 +1,39 @@
+"""Multi-head attention kernel choice, shared by every backbone adapter.
+
+``scaled_dot_product_attention`` everywhere, except one measured case: on CPU
+in bf16/fp16, PyTorch's fused CPU kernel runs at fp32 speed (about 155 GFLOP/s
+on the 2-core AVX-512 machine of ``benchmarks/cpu_speed.py`` while bf16 GEMMs
+reach about 420), so there attention is computed as plain batched matmuls over
+blocks of queries, sized so one block of scores stays in cache (about 250
+GFLOP/s). Scores are then rounded to the working dtype before the softmax, as
+in eager bf16 attention elsewhere; fp32 and CUDA always use the fused kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SCORES_PER_BLOCK = 1 << 20  # ~2 MB of bf16 scores per query block: fits the L2 cache of the cores it runs on
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Softmax attention, ``q, k, v``: ``B x H x N x d`` -> ``B x H x N x d`` (scale ``d**-0.5``)."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return blocked_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Attention as ``softmax(q k^T / sqrt(d)) v`` over blocks of queries, one clip at a time."""
+    B, H, N, d = q.shape
+    rows = max(16, SCORES_PER_BLOCK // (H * k.shape[-2]))
+    q = q * d**-0.5
+    keys_t = k.transpose(-1, -2)
+    out = torch.empty(B, H, N, v.shape[-1], dtype=q.dtype, device=q.device)
+    for b in range(B):  # per clip so a block of scores stays small whatever the batch size
+        for start in range(0, N, rows):
+            scores = torch.matmul(q[b, :, start : start + rows], keys_t[b])  # H x rows x N
+            torch.matmul(scores.softmax(dim=-1), v[b], out=out[b, :, start : start + rows])
+    return out
