@@ -1,0 +1,114 @@
+"""Reading VideoMAE list files (``train.csv`` / ``val.csv`` / ``test.csv``).
+
+The VideoMAE release reads these with ``pandas.read_csv(delimiter=' ',
+header=None)``: one video per line, ``<path> <label>``. We accept any run of
+spaces or tabs as the separator (so hand-edited files work too), skip blank
+lines, and reject everything else with an error that names the file and the
+1-based line number, instead of the release's silent mis-parse.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ListFileError", "VideoEntry", "read_list_file"]
+
+# Plain decimal digits only: int() would also accept "+3", "1_0" or " 3",
+# which are typos in a list file, not labels.
+_LABEL_RE = re.compile(r"[0-9]+")
+
+
+class ListFileError(ValueError):
+    """A list file line that is not ``<path> <non-negative int label>``."""
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a list file.
+
+    Attributes:
+        path: path to open (``data_root`` joined in front of a relative path).
+        label: class index, ``0 <= label < num_classes`` when that is known.
+        line: 1-based line number in the list file (for error messages).
+        video_id: the path exactly as written in the file; stable key for
+            merging the scores of a video's views.
+    """
+
+    path: str
+    label: int
+    line: int
+    video_id: str
+
+
+def _parse_label(text: str, where: str, num_classes: int | None) -> int:
+    """Return ``text`` as a label, or raise ListFileError naming ``where``."""
+    if text.startswith("-") and _LABEL_RE.fullmatch(text[1:]):
+        raise ListFileError(f"{where}: label {text!r} is negative")
+    if not _LABEL_RE.fullmatch(text):
+        raise ListFileError(f"{where}: label {text!r} is not a non-negative integer")
+    label = int(text)
+    if num_classes is not None and label >= num_classes:
+        raise ListFileError(
+            f"{where}: label {label} is out of range for {num_classes} classes "
+            f"(labels must be 0..{num_classes - 1})"
+        )
+    return label
+
+
+def _resolve(path: str, data_root: str | os.PathLike[str] | None) -> str:
+    """Join ``data_root`` in front of a relative ``path``; keep absolute paths."""
+    if data_root is None or os.path.isabs(path):
+        return path
+    return os.path.join(os.fspath(data_root), path)
+
+
+def read_list_file(
+    path: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+) -> list[VideoEntry]:
+    """Parse a VideoMAE list file into entries, in file order.
+
+    Format: one ``<path> <label>`` per line, separated by spaces and/or tabs;
+    paths contain no whitespace; blank (or whitespace-only) lines are skipped.
+
+    Args:
+        path: the list file.
+        data_root: directory that relative video paths are relative to. With
+            ``None`` a relative path is kept as written (the release opens it
+            relative to the current directory).
+        num_classes: if given, labels must be ``< num_classes``.
+
+    Returns:
+        ``VideoEntry`` per video line.
+
+    Raises:
+        FileNotFoundError: the list file does not exist.
+        ListFileError: a line has a field count other than 2, a label that is
+            not a non-negative integer (or is ``>= num_classes``), or the file
+            has no entries at all. The message names the file and line.
+    """
+    if num_classes is not None and num_classes <= 0:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    # utf-8-sig: a BOM written by a spreadsheet tool must not end up in the
+    # first path.
+    text = Path(path).read_text(encoding="utf-8-sig")
+    entries: list[VideoEntry] = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{os.fspath(path)}, line {line_no}"
+        if len(fields) != 2:
+            raise ListFileError(
+                f"{where}: expected 2 fields '<path> <label>', got {len(fields)}: {line.strip()!r}"
+            )
+        video, label_text = fields
+        label = _parse_label(label_text, where, num_classes)
+        entries.append(VideoEntry(_resolve(video, data_root), label, line_no, video))
+    if not entries:
+        raise ListFileError(f"{os.fspath(path)}: no video entries (file is empty or blank)")
+    return entries
