@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SCORES_PER_BLOCK = 1 << 20  # ~2 MB of bf16 scores per query block: fits the L2 cache of the cores it runs on
+SCORES_PER_BLOCK = 1 << 19  # ~1 MB of bf16 scores per query block: fits the L2 cache of the cores it runs on
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -29,11 +29,13 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Attention as ``softmax(q k^T / sqrt(d)) v`` over blocks of queries, one clip at a time."""
     B, H, N, d = q.shape
     rows = max(16, SCORES_PER_BLOCK // (H * k.shape[-2]))
-    q = q * d**-0.5
-    keys_t = k.transpose(-1, -2)
-    out = torch.empty(B, H, N, v.shape[-1], dtype=q.dtype, device=q.device)
-    for b in range(B):  # per clip so a block of scores stays small whatever the batch size
+    # q, k, v arrive as strided views of one qkv tensor; matmul would copy them for every block.
+    q, k, v = (q * d**-0.5).contiguous(), k.contiguous(), v.contiguous()
+    clips = []
+    for b in range(B):  # per clip, so a block of scores stays small whatever the batch size
+        blocks = []
         for start in range(0, N, rows):
-            scores = torch.matmul(q[b, :, start : start + rows], keys_t[b])  # H x rows x N
-            torch.matmul(scores.softmax(dim=-1), v[b], out=out[b, :, start : start + rows])
-    return out
+            scores = torch.matmul(q[b, :, start : start + rows], k[b].transpose(-1, -2))  # H x rows x N
+            blocks.append(torch.matmul(scores.softmax(dim=-1), v[b]))  # H x rows x d
+        clips.append(torch.cat(blocks, dim=1))
+    return torch.stack(clips)
