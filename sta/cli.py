@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 
 from .backbone import MODEL_CONFIGS, create_model
+from .checkpoint import CheckpointError
+from .evaluate import ResumeMismatch
+
+# Errors caused by what the user passed (options, files): one line, exit code 2, no traceback.
+USER_ERRORS = (ValueError, OSError, ImportError, CheckpointError, ResumeMismatch)
 
 
 def parse_r(text: str) -> int | tuple[int, ...]:
@@ -98,6 +105,48 @@ def cmd_bench(args) -> None:
                         ("speedup", f"speed-up vs r={format_r(rows[0]['r'])}", ".2f")])
 
 
+def cmd_eval(args) -> None:
+    from .data import read_list_file
+    from .evaluate import DATASETS, EvalSettings, evaluate, init_distributed
+    from .loading import ModelSpec, load_model
+
+    protocol, default_classes, default_segments = DATASETS[args.data_set]
+    num_classes = args.nb_classes or default_classes
+    short_side = args.short_side_size or args.input_size
+    if short_side != args.input_size:
+        raise ValueError(f"--short_side_size {short_side} must equal --input_size {args.input_size}: the test "
+                         "protocol crops windows of the short side, which are the model's input")
+    if len(args.r) != 1:
+        raise ValueError("sta eval takes one --r (one int, or one per stage as 64,32,16)")
+    rank, world = init_distributed(args.device)
+    list_file = os.path.join(args.data_path, f"{args.split}.csv")
+    entries = read_list_file(list_file, data_root=args.data_root, num_classes=num_classes)
+    spec = ModelSpec(name=args.model, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
+                     num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
+                     allow_unsafe=args.allow_unsafe_checkpoint)
+    model, desc = load_model(spec, r=args.r[0])
+    settings = EvalSettings(protocol=protocol, num_frames=args.num_frames, sampling_rate=args.sampling_rate,
+                            num_segments=args.test_num_segment or default_segments, num_crops=args.test_num_crop,
+                            crop_size=args.input_size, dtype=args.dtype, batch_size=args.batch_size,
+                            num_workers=args.num_workers, device=args.device)
+    if rank == 0:
+        print(f"sta eval: {len(entries)} videos from {list_file}, {settings.num_segments}x{settings.num_crops} "
+              f"views each, r={format_r(args.r[0])}, {world} process(es)")
+    summary = evaluate(model, entries, settings, args.output_dir, desc, log_dir=args.log_dir,
+                       progress=not args.no_progress)
+    if summary is None:
+        return
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"top-1 {summary['top1']:.2f}%  top-5 {summary['top5']:.2f}%  on {summary['videos']} videos "
+          f"({summary['views']} views); skipped {len(summary['skipped'])}; "
+          f"{summary['gflops_per_view']:.2f} GFLOPs/view; {summary['wall_time_s']:.1f}s")
+    for s in summary["skipped"]:
+        print(f"  skipped {s['video']}: {s['reason']}")
+    print(f"summary: {os.path.join(args.output_dir, 'summary.json')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sta", description="STA token pruning for VideoMAE video transformers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,14 +163,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="top-1/top-5 with the VideoMAE multi-view test protocol (torchrun for many)")
+    add_model_args(p)
+    p.add_argument("--data-path", "--data_path", required=True, help="folder holding test.csv / val.csv")
+    p.add_argument("--split", default="test", help="list file name without .csv (test, val)")
+    p.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
+    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=["Kinetics-400", "SSV2"])
+    p.add_argument("--ckpt-path", "--ckpt_path", "--finetune", help="VideoMAE release checkpoint (.pth)")
+    p.add_argument("--allow-unsafe-checkpoint", action="store_true",
+                   help="unpickle a checkpoint that needs arbitrary code (only for files you trust)")
+    p.add_argument("--hf-model", help="local Hugging Face VideoMAE directory instead of --model/--ckpt_path")
+    p.add_argument("--output-dir", "--output_dir", default="eval_out")
+    p.add_argument("--log-dir", "--log_dir", help="TensorBoard scalars (needs tensorboard)")
+    p.add_argument("--batch-size", "--batch_size", type=int, default=8, help="views per forward")
+    p.add_argument("--test-num-segment", "--test_num_segment", type=int, help="K400: 5, SSV2: 2")
+    p.add_argument("--test-num-crop", "--test_num_crop", type=int, default=3)
+    p.add_argument("--sampling-rate", "--sampling_rate", type=int, default=4)
+    p.add_argument("--short-side-size", "--short_side_size", type=int)
+    p.add_argument("--num-workers", "--num_workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dist-eval", "--dist_eval", action="store_true",
+                   help="accepted for run_inference.py users; under torchrun the split is automatic")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval, nb_classes=None)
     return parser
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"sta: warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = show_warning
     try:
         args.func(args)
-    except ValueError as err:  # bad option values reach here from the library, worded for users
+    except USER_ERRORS as err:  # bad input reaches here from the library, worded for users
         print(f"sta {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
