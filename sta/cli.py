@@ -147,6 +147,50 @@ def cmd_eval(args) -> None:
     print(f"summary: {os.path.join(args.output_dir, 'summary.json')}")
 
 
+def cmd_vis(args) -> None:
+
+    from .loading import ModelSpec, load_model
+    from .visualize import visualize
+
+    if args.model is None and args.ckpt_path is None and args.hf_model is None and bundled_model_available():
+        from .proxy import PROXY_PROTOCOL, load_proxy_model
+
+        print("sta vis: no --model/--ckpt_path given: using the bundled demo model (synthetic proxy task)")
+        model, protocol = load_proxy_model(r=args.r[0]), PROXY_PROTOCOL
+    else:
+        spec = ModelSpec(name=args.model or "vit_base_patch16_224", ckpt_path=args.ckpt_path,
+                         hf_model=args.hf_model, num_classes=args.nb_classes, num_frames=args.num_frames,
+                         img_size=args.input_size, tubelet_size=args.tubelet_size,
+                         allow_unsafe=args.allow_unsafe_checkpoint)
+        model, _ = load_model(spec, r=args.r[0])
+        protocol = DATASETS_PROTOCOL[args.data_set]
+    summary = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
+    print(f"tokens kept {' -> '.join(map(str, summary['tokens_per_stage']))} of {summary['tokens_total']}, "
+          f"{summary['gflops_per_view']:.2f} GFLOPs/view; STA keeps {summary['gradnorm_kept_share']:.1%} of the "
+          f"GradNorm mass")
+    for key, file in summary["files"].items():
+        print(f"  {key:<9}{os.path.join(args.out, file)}")
+    print(f"  {'json':<9}{os.path.join(args.out, 'tokens.json')}")
+
+
+def bundled_model_available() -> bool:
+    try:
+        from .proxy import bundled_checkpoint
+    except ImportError:
+        return False
+    return bundled_checkpoint().is_file()
+
+
+DATASETS_PROTOCOL = {"Kinetics-400": "kinetics", "SSV2": "ssv2"}
+
+
+def cmd_plot(args) -> None:
+    from .plot import plot_accuracy_vs_gflops, read_summaries
+
+    out = plot_accuracy_vs_gflops(read_summaries(args.summaries), args.out, title=args.title)
+    print(f"wrote {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sta", description="STA token pruning for VideoMAE video transformers")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for run_inference.py users; under torchrun the split is automatic")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval, nb_classes=None)
+
+    p = sub.add_parser("vis", help="PNGs, a GIF and JSON of the tokens STA keeps and the GradNorm map for a video")
+    p.add_argument("video")
+    add_model_args(p)
+    p.add_argument("--ckpt-path", "--ckpt_path", help="VideoMAE release checkpoint (.pth)")
+    p.add_argument("--allow-unsafe-checkpoint", action="store_true")
+    p.add_argument("--hf-model", help="local Hugging Face VideoMAE directory")
+    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS_PROTOCOL),
+                   help="frame sampling to use")
+    p.add_argument("--sampling-rate", "--sampling_rate", type=int, default=4)
+    p.add_argument("--out", default="sta_vis")
+    p.set_defaults(func=cmd_vis, model=None, r=[64])
+
+    p = sub.add_parser("plot", help="top-1 vs GFLOPs curves from eval summary.json files")
+    p.add_argument("summaries", nargs="+", help="summary.json files or the output folders holding them")
+    p.add_argument("--out", default="accuracy_vs_gflops.png")
+    p.add_argument("--title", default="top-1 vs GFLOPs per view")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
