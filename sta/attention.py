@@ -18,14 +18,17 @@ from torch import Tensor
 SCORES_PER_BLOCK = 1 << 19  # ~1 MB of bf16 scores per query block: fits the L2 cache of the cores it runs on
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Softmax attention, ``q, k, v``: ``B x H x N x d`` -> ``B x H x N x d`` (scale ``d**-0.5``)."""
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Softmax attention, ``q, k, v``: ``B x H x N x d`` -> ``B x H x N x d`` (scale ``d**-0.5``).
+
+    ``bias``, broadcastable to ``B x H x N x N``, is added to the scores before the softmax.
+    """
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-        return blocked_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
+        return blocked_attention(q, k, v, bias)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 
-def blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def blocked_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
     """Attention as ``softmax(q k^T / sqrt(d)) v`` over blocks of queries, one clip at a time."""
     B, H, N, d = q.shape
     rows = max(16, SCORES_PER_BLOCK // (H * k.shape[-2]))
@@ -36,6 +39,9 @@ def blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         blocks = []
         for start in range(0, N, rows):
             scores = torch.matmul(q[b, :, start : start + rows], k[b].transpose(-1, -2))  # H x rows x N
+            if bias is not None:
+                clip_bias = bias[b if bias.shape[0] > 1 else 0]
+                scores = scores + (clip_bias[..., start : start + rows, :] if clip_bias.shape[-2] > 1 else clip_bias)
             blocks.append(torch.matmul(scores.softmax(dim=-1), v[b]))  # H x rows x d
         clips.append(torch.cat(blocks, dim=1))
     return torch.stack(clips)

@@ -9,16 +9,14 @@ attention matrix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attend
-from .prune import gather_tokens, sta_keep_indices
-from .schedule import PruneStage, RSpec, build_stages, normalize_r, stage_blocks
+from .methods import METHODS, ReductionState, check_method
+from .schedule import RSpec, build_stages, normalize_r, stage_blocks
 
 
 @dataclass(frozen=True)
@@ -77,13 +75,18 @@ class Attention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(dim))
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, return_keys: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x: ``B x N x C`` -> (``B x N x C``, keys averaged over heads ``B x N x C/heads`` or None)."""
+    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        """x: ``B x N x C`` -> (``B x N x C``, keys averaged over heads ``B x N x C/heads`` or None).
+
+        ``sizes`` (``B x N x 1``, merged-token counts) makes attention size-proportional (ToMe).
+        """
         B, N, C = x.shape
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).view(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each B x heads x N x head_dim
-        out = attend(q, k, v)
+        score_bias = None if sizes is None else sizes.log().to(q.dtype).view(B, 1, 1, N)
+        out = attend(q, k, v, score_bias)
         out = self.proj(out.transpose(1, 2).reshape(B, N, C))
         return out, (k.mean(1) if return_keys else None)
 
@@ -107,8 +110,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, return_keys: bool = False) -> tuple[Tensor, Tensor | None]:
-        attn, keys = self.attn(self.norm1(x), return_keys)
+    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        attn, keys = self.attn(self.norm1(x), return_keys, sizes)
         x = x + attn
         x = x + self.mlp(self.norm2(x))
         return x, keys
@@ -123,15 +127,6 @@ class PatchEmbed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``B x 3 x F x H x W`` -> ``B x T*S x C`` in slice-major order."""
         return self.proj(x).flatten(2).transpose(1, 2)
-
-
-# A token selector: (block output B x L x C, keys B x L x K, stage) -> B x L' kept indices.
-Selector = Callable[[Tensor, Tensor, PruneStage], Tensor]
-
-
-def select_sta(x: Tensor, keys: Tensor, stage: PruneStage) -> Tensor:
-    # Score in float32 whatever the model runs in: a bf16 L1 norm would blur the ranking.
-    return sta_keep_indices(x.float(), keys.float(), stage.num_groups, stage.r, stage.reverse)
 
 
 @dataclass
@@ -149,7 +144,7 @@ class TokenTrace:
 class VisionTransformer(nn.Module):
     """VideoMAE ViT classifier; ``r`` (int or one per stage) sets STA's strength, 0 = no pruning."""
 
-    def __init__(self, cfg: ViTConfig, r: RSpec = 0, selector: Selector = select_sta):
+    def __init__(self, cfg: ViTConfig, r: RSpec = 0, method: str = "sta"):
         super().__init__()
         if cfg.img_size % cfg.patch_size or cfg.num_frames % cfg.tubelet_size:
             raise ValueError(
@@ -159,7 +154,7 @@ class VisionTransformer(nn.Module):
         if cfg.embed_dim % cfg.num_heads:
             raise ValueError(f"embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
         self.cfg = cfg
-        self.selector = selector
+        self._method = "sta"
         self.patch_embed = PatchEmbed(cfg)
         num_tokens = cfg.num_slices * cfg.tokens_per_slice
         self.register_buffer("pos_embed", sinusoid_table(num_tokens, cfg.embed_dim), persistent=False)
@@ -170,6 +165,7 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
         self._trace_blocks = set(stage_blocks(cfg.depth))
         self.r = r
+        self.method = method
 
     @property
     def r(self) -> tuple[int, int, int]:
@@ -179,9 +175,20 @@ class VisionTransformer(nn.Module):
     @r.setter
     def r(self, value: RSpec) -> None:
         # Validate now, so a bad r fails at creation / assignment, not mid-evaluation.
-        self.stages = build_stages(self.cfg.depth, self.cfg.num_slices, self.cfg.tokens_per_slice, value)
-        self._r = normalize_r(value)
+        stages = build_stages(self.cfg.depth, self.cfg.num_slices, self.cfg.tokens_per_slice, value)
+        check_method(self._method, stages)
+        self.stages, self._r = stages, normalize_r(value)
         self._stage_at = {stage.block: stage for stage in self.stages}
+
+    @property
+    def method(self) -> str:
+        """Token-reduction method (``sta.methods.METHODS``); ``"sta"`` is the default and the paper's."""
+        return self._method
+
+    @method.setter
+    def method(self, value: str) -> None:
+        check_method(value, self.stages)
+        self._method = value
 
     def check_input(self, x: Tensor) -> None:
         cfg = self.cfg
@@ -193,17 +200,17 @@ class VisionTransformer(nn.Module):
         """``B x 3 x F x H x W`` -> pooled, normalised features ``B x C``."""
         self.check_input(x)
         x = self.patch_embed(x) + self.pos_embed.to(x.dtype)
-        positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1) if trace is not None else None
+        state = ReductionState()
+        if trace is not None:
+            state.positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        reduce = METHODS[self._method]
         for i, block in enumerate(self.blocks):
             stage = self._stage_at.get(i)
-            x, keys = block(x, return_keys=stage is not None)
+            x, keys = block(x, return_keys=stage is not None, sizes=state.sizes)
             if stage is not None:
-                keep = self.selector(x, keys, stage)
-                x = gather_tokens(x, keep)
-                if positions is not None:
-                    positions = positions.gather(1, keep)
+                x = reduce(x, keys, stage, state)
             if trace is not None and i in self._trace_blocks:
-                trace.positions.append(positions)
+                trace.positions.append(state.positions)
         return self.fc_norm(x.mean(1))
 
     def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
@@ -220,6 +227,7 @@ def create_model(
     img_size: int = 224,
     tubelet_size: int = 2,
     r: RSpec = 0,
+    method: str = "sta",
     **overrides,
 ) -> VisionTransformer:
     """A VideoMAE ViT by release name, e.g. ``create_model("vit_base_patch16_224", r=64)``.
@@ -233,4 +241,4 @@ def create_model(
         num_classes=num_classes, num_frames=num_frames, img_size=img_size, tubelet_size=tubelet_size,
         **{**MODEL_CONFIGS[name], **overrides},
     )
-    return VisionTransformer(cfg, r=r)
+    return VisionTransformer(cfg, r=r, method=method)

@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from .backbone import MODEL_CONFIGS, create_model
+from .methods import METHODS
 from .checkpoint import CheckpointError
 from .evaluate import ResumeMismatch
 
@@ -37,6 +38,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nb-classes", "--nb_classes", type=int, default=400)
     p.add_argument("--r", type=parse_r, nargs="+", default=[0],
                    help="tokens dropped per group; several values sweep; 64,32,16 sets each stage")
+    p.add_argument("--method", default="sta", choices=sorted(METHODS),
+                   help="token reduction at STA's token counts (sta is the paper's; the rest are baselines)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
 
 
@@ -45,7 +48,7 @@ def build_model(args, device: str = "meta"):
 
     with torch.device(device):
         return create_model(args.model, num_classes=args.nb_classes, num_frames=args.num_frames,
-                            img_size=args.input_size, tubelet_size=args.tubelet_size)
+                            img_size=args.input_size, tubelet_size=args.tubelet_size, method=args.method)
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
@@ -65,14 +68,14 @@ def cmd_flops(args) -> None:
     for r in args.r:
         model.r = r
         rep = flops_report(model)
-        rows.append(dict(r=r, tokens=list(rep.tokens), gflops=rep.gflops, flops=rep.flops))
+        rows.append(dict(r=r, method=args.method, tokens=list(rep.tokens), gflops=rep.gflops, flops=rep.flops))
     base = rows[0]["gflops"] if args.r[0] == 0 else _unpruned_gflops(model)
     for row in rows:
         row["reduction"] = 1 - row["gflops"] / base
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{args.model}, {args.num_frames}x{args.input_size}x{args.input_size} per view; "
+    print(f"{args.model}, method {args.method}, {args.num_frames}x{args.input_size}x{args.input_size} per view; "
           "GFLOPs = 1e9 multiply-adds (the paper's convention)")
     table = [dict(row, r=format_r(row["r"]), tokens=" -> ".join(map(str, row["tokens"]))) for row in rows]
     print_table(table, [("r", "r", ""), ("tokens", "tokens after stages 1/2/3", ""),
@@ -98,7 +101,7 @@ def cmd_bench(args) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{args.model}, batch {args.batch_size}, {args.dtype} on {rows[0]['device']}; "
+    print(f"{args.model}, method {args.method}, batch {args.batch_size}, {args.dtype} on {rows[0]['device']}; "
           f"median of {args.repeats} runs after {args.warmup} warm-up")
     table = [dict(row, r=format_r(row["r"])) for row in rows]
     print_table(table, [("r", "r", ""), ("ms_per_clip", "ms/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
@@ -124,7 +127,7 @@ def cmd_eval(args) -> None:
     spec = ModelSpec(name=args.model, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
                      num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
                      allow_unsafe=args.allow_unsafe_checkpoint)
-    model, desc = load_model(spec, r=args.r[0])
+    model, desc = load_model(spec, r=args.r[0], method=args.method)
     settings = EvalSettings(protocol=protocol, num_frames=args.num_frames, sampling_rate=args.sampling_rate,
                             num_segments=args.test_num_segment or default_segments, num_crops=args.test_num_crop,
                             crop_size=args.input_size, dtype=args.dtype, batch_size=args.batch_size,
@@ -162,7 +165,7 @@ def cmd_vis(args) -> None:
                          hf_model=args.hf_model, num_classes=args.nb_classes, num_frames=args.num_frames,
                          img_size=args.input_size, tubelet_size=args.tubelet_size,
                          allow_unsafe=args.allow_unsafe_checkpoint)
-        model, _ = load_model(spec, r=args.r[0])
+        model, _ = load_model(spec, r=args.r[0], method=args.method)
         protocol = DATASETS_PROTOCOL[args.data_set]
     summary = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
     print(f"tokens kept {' -> '.join(map(str, summary['tokens_per_stage']))} of {summary['tokens_total']}, "

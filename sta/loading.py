@@ -38,7 +38,7 @@ def file_sha256(path: str, chunk: int = 1 << 24) -> str:
     return digest.hexdigest()
 
 
-def load_model(spec: ModelSpec, r: RSpec = 0) -> tuple[VisionTransformer, dict]:
+def load_model(spec: ModelSpec, r: RSpec = 0, method: str = "sta") -> tuple[VisionTransformer, dict]:
     """Build the backbone ``spec`` names, with weights, at pruning strength ``r``; plus its description."""
     if spec.hf_model:
         from .convert import load_hf_as_backbone
@@ -59,5 +59,6 @@ def load_model(spec: ModelSpec, r: RSpec = 0) -> tuple[VisionTransformer, dict]:
             warnings.warn(f"no checkpoint given: {spec.name} has random weights (seed 0), its accuracy means "
                           "nothing", stacklevel=2)
             desc.update(checkpoint=None, random_init_seed=0)
-    desc["r"] = list(model.r)
+    model.method = method
+    desc.update(r=list(model.r), method=method)
     return model.eval(), desc

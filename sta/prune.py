@@ -64,7 +64,8 @@ def accumulate(m_cur: Tensor, m_prev: Tensor, rho_prev: Tensor | None) -> Tensor
     return weights @ rho_prev  # rho_i = sum_j W_ij rho'_j
 
 
-def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: bool = False) -> Tensor:
+def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: bool = False,
+                     semantic: bool = True) -> Tensor:
     """Indices of the tokens STA keeps at one stage, in the order it keeps them.
 
     x: ``B x L x C`` block output; keys: ``B x L x K`` that block's keys averaged
@@ -72,14 +73,15 @@ def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: 
     ``reverse`` visits groups last-to-first (stage 1). Returns ``B x G*(n-r)``
     int64 indices into ``L``: group 0's kept tokens first (whatever the visit
     order), each group's in STA order (first visited: odd tokens then least
-    redundant evens; later: ascending score).
+    redundant evens; later: ascending score). ``semantic=False`` drops the
+    semantic term (sigma = rho), an ablation, not the default.
     """
     B, L, _ = x.shape
     G, n = num_groups, L // num_groups
     if r <= 0:
         return torch.arange(L, device=x.device).expand(B, L)
     m = normalize_keys(keys).view(B, G, n, -1)  # B x G x n x K
-    s = semantic_scores(x, G)  # B x G x n
+    s = semantic_scores(x, G) if semantic else x.new_zeros(B, G, n)  # B x G x n
     visit = range(G - 1, -1, -1) if reverse else range(G)
 
     kept: list[Tensor | None] = [None] * G  # per group: B x (n - r) within-group positions
