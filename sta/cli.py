@@ -38,6 +38,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nb-classes", "--nb_classes", type=int, default=400)
     p.add_argument("--r", type=parse_r, nargs="+", default=[0],
                    help="tokens dropped per group; several values sweep; 64,32,16 sets each stage")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--flops-reduction", type=float,
+                        help="pick the smallest r saving at least this fraction of FLOPs (e.g. 0.35); replaces --r")
+    budget.add_argument("--keep-ratio", type=float,
+                        help="pick the smallest r leaving at most this fraction of tokens after the last stage")
     p.add_argument("--method", default="sta", choices=sorted(METHODS),
                    help="token reduction at STA's token counts (sta is the paper's; the rest are baselines)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
@@ -49,6 +54,23 @@ def build_model(args, device: str = "meta"):
     with torch.device(device):
         return create_model(args.model, num_classes=args.nb_classes, num_frames=args.num_frames,
                             img_size=args.input_size, tubelet_size=args.tubelet_size, method=args.method)
+
+
+def apply_budget(args, model) -> None:
+    """With --flops-reduction / --keep-ratio, replace args.r by the r that meets it, and say which."""
+    if args.flops_reduction is None and args.keep_ratio is None:
+        return
+    from .flops import flops_report, r_for_budget
+
+    r = r_for_budget(model, flops_reduction=args.flops_reduction, keep_ratio=args.keep_ratio)
+    saved, model.r = model.r, r
+    report = flops_report(model)
+    model.r = saved
+    budget = (f"--flops-reduction {args.flops_reduction}" if args.flops_reduction is not None
+              else f"--keep-ratio {args.keep_ratio}")
+    print(f"{budget}: picked r={r} ({' -> '.join(map(str, report.tokens))} tokens, {report.gflops:.2f} GFLOPs/view)",
+          file=sys.stderr)
+    args.r = [r]
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
@@ -64,6 +86,7 @@ def cmd_flops(args) -> None:
     from .flops import flops_report
 
     model = build_model(args)
+    apply_budget(args, model)
     rows = []
     for r in args.r:
         model.r = r
@@ -96,6 +119,7 @@ def cmd_bench(args) -> None:
     from .speed import benchmark
 
     model = build_model(args, device="cpu").eval()
+    apply_budget(args, model)
     rows = benchmark(model, args.r, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      warmup=args.warmup, repeats=args.repeats)
     if args.json:
@@ -119,15 +143,17 @@ def cmd_eval(args) -> None:
     if short_side != args.input_size:
         raise ValueError(f"--short_side_size {short_side} must equal --input_size {args.input_size}: the test "
                          "protocol crops windows of the short side, which are the model's input")
-    if len(args.r) != 1:
-        raise ValueError("sta eval takes one --r (one int, or one per stage as 64,32,16)")
     rank, world = init_distributed(args.device)
     list_file = os.path.join(args.data_path, f"{args.split}.csv")
     entries = read_list_file(list_file, data_root=args.data_root, num_classes=num_classes)
     spec = ModelSpec(name=args.model, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
                      num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
                      allow_unsafe=args.allow_unsafe_checkpoint)
-    model, desc = load_model(spec, r=args.r[0], method=args.method)
+    model, desc = load_model(spec, r=0, method=args.method)
+    apply_budget(args, model)
+    if len(args.r) != 1:
+        raise ValueError("sta eval takes one --r (one int, or one per stage as 64,32,16)")
+    model.r = args.r[0]
     settings = EvalSettings(protocol=protocol, num_frames=args.num_frames, sampling_rate=args.sampling_rate,
                             num_segments=args.test_num_segment or default_segments, num_crops=args.test_num_crop,
                             crop_size=args.input_size, dtype=args.dtype, batch_size=args.batch_size,
@@ -165,7 +191,9 @@ def cmd_vis(args) -> None:
                          hf_model=args.hf_model, num_classes=args.nb_classes, num_frames=args.num_frames,
                          img_size=args.input_size, tubelet_size=args.tubelet_size,
                          allow_unsafe=args.allow_unsafe_checkpoint)
-        model, _ = load_model(spec, r=args.r[0], method=args.method)
+        model, _ = load_model(spec, r=0, method=args.method)
+        apply_budget(args, model)
+        model.r = args.r[0]
         protocol = DATASETS_PROTOCOL[args.data_set]
     summary = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
     print(f"tokens kept {' -> '.join(map(str, summary['tokens_per_stage']))} of {summary['tokens_total']}, "

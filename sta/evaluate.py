@@ -246,6 +246,8 @@ def evaluate(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings
     and writes ``summary.json``; other ranks return None.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if hasattr(model, "r"):  # what the model does now, not what a caller remembered
+        model_desc = {**model_desc, "r": list(model.r), "method": getattr(model, "method", "sta")}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     expected = fingerprint(model_desc, settings, entries)

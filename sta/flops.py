@@ -139,3 +139,53 @@ def flops_report(model: nn.Module) -> FlopsReport:
 def _on_meta(model: nn.Module) -> bool:
     tensors = list(model.parameters()) + list(model.buffers())
     return bool(tensors) and all(t.is_meta for t in tensors)
+
+
+def r_for_budget(model: nn.Module, flops_reduction: float | None = None, keep_ratio: float | None = None) -> int:
+    """The smallest single r that meets a budget, for this model, input size and method.
+
+    ``flops_reduction``: fraction of the r=0 FLOPs to save (0.35 = at least 35% fewer);
+    ``keep_ratio``: fraction of the tokens left after the last stage (at most this many).
+    Raises ``ValueError`` if no r reaches it. The model's r is left unchanged.
+    """
+    from .schedule import tokens_after_stages
+
+    if (flops_reduction is None) == (keep_ratio is None):
+        raise ValueError("give exactly one of flops_reduction and keep_ratio")
+    target = flops_reduction if flops_reduction is not None else keep_ratio
+    if not 0 < target < 1:
+        raise ValueError(f"a budget is a fraction between 0 and 1, got {target}")
+    cfg, saved = model.cfg, model.r
+    total = cfg.num_slices * cfg.tokens_per_slice
+
+    def meets(r: int) -> bool:
+        if keep_ratio is not None:
+            return tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, r)[-1] / total <= keep_ratio
+        model.r = r
+        return count_flops(model) <= (1 - flops_reduction) * base
+
+    try:
+        model.r = 0
+        base = count_flops(model)
+        lo, hi = 1, _largest_r(model)
+        if hi < 1 or not meets(hi):
+            raise ValueError(f"no r reaches that budget on this model (largest valid r is {hi})")
+        while lo < hi:  # FLOPs fall and tokens fall as r grows: bisect for the first r that meets it
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if meets(mid) else (mid + 1, hi)
+        return lo
+    finally:
+        model.r = saved
+
+
+def _largest_r(model: nn.Module) -> int:
+    """The largest single r every stage (and the model's method) accepts."""
+    lo, hi = 0, model.cfg.tokens_per_slice
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            model.r = mid
+            lo = mid
+        except ValueError:
+            hi = mid - 1
+    return lo

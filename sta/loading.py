@@ -39,7 +39,10 @@ def file_sha256(path: str, chunk: int = 1 << 24) -> str:
 
 
 def load_model(spec: ModelSpec, r: RSpec = 0, method: str = "sta") -> tuple[VisionTransformer, dict]:
-    """Build the backbone ``spec`` names, with weights, at pruning strength ``r``; plus its description."""
+    """Build the backbone ``spec`` names, with weights, at pruning strength ``r``; plus its description.
+
+    The description names the weights; ``sta.evaluate`` adds the model's r and method itself.
+    """
     if spec.hf_model:
         from .convert import load_hf_as_backbone
 
@@ -60,5 +63,4 @@ def load_model(spec: ModelSpec, r: RSpec = 0, method: str = "sta") -> tuple[Visi
                           "nothing", stacklevel=2)
             desc.update(checkpoint=None, random_init_seed=0)
     model.method = method
-    desc.update(r=list(model.r), method=method)
     return model.eval(), desc

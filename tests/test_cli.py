@@ -61,3 +61,8 @@ def test_python_dash_m_works_like_the_console_script():
     out = subprocess.run([sys.executable, "-m", "sta", "flops", "--model", "vit_small_patch16_224", "--r", "0",
                           "--json"], capture_output=True, text=True, check=True).stdout
     assert json.loads(out)[0]["gflops"] == pytest.approx(56.95, rel=0.01)
+
+
+def test_budget_flag_picks_and_reports_r(capsys):
+    rows = run_json(capsys, ["flops", "--model", "vit_small_patch16_224", "--flops-reduction", "0.35", "--json"])
+    assert rows[0]["reduction"] >= 0.35 and rows[0]["r"] == 44

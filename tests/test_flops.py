@@ -58,3 +58,33 @@ def test_counting_leaves_the_model_untouched():
     count_flops(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert next(model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("method", ["sta", "tome"])
+def test_budget_picks_the_smallest_r_that_meets_it(method):
+    from sta.flops import r_for_budget
+
+    with torch.device("meta"):
+        model = create_model("vit_small_patch16_224", method=method)
+    base = count_flops(model)
+    r = r_for_budget(model, flops_reduction=0.35)
+    assert model.r == (0, 0, 0)  # left as it was
+    model.r = r
+    assert count_flops(model) <= 0.65 * base
+    model.r = r - 1
+    assert count_flops(model) > 0.65 * base
+
+
+def test_keep_ratio_budget_and_impossible_budgets():
+    from sta.flops import r_for_budget
+
+    with torch.device("meta"):
+        model = create_model("vit_small_patch16_224")
+    from sta import tokens_after_stages
+
+    r = r_for_budget(model, keep_ratio=0.5)
+    assert tokens_after_stages(8, 196, r)[-1] <= 0.5 * 1568 < tokens_after_stages(8, 196, r - 1)[-1]
+    with pytest.raises(ValueError):
+        r_for_budget(model, flops_reduction=1.5)
+    with pytest.raises(ValueError):
+        r_for_budget(model, keep_ratio=0.0001)  # even the largest r keeps more
