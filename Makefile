@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PIP_ARGS ?=
-EXTRAS ?= test,plot,progress
+EXTRAS ?= test,plot,progress,hf
 
 .PHONY: demo test bench clean
 

@@ -1,5 +1,6 @@
 """sta-prune: Semantic-aware Temporal Accumulation (STA) token pruning for VideoMAE video transformers."""
 
+from .adapters.hf import patch_hf
 from .backbone import MODEL_CONFIGS, TokenTrace, ViTConfig, VisionTransformer, create_model
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from .flops import count_flops, flops_report
@@ -9,7 +10,7 @@ from .schedule import PruneStage, build_stages, tokens_after_stages
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODEL_CONFIGS", "TokenTrace", "ViTConfig", "VisionTransformer", "create_model",
+    "patch_hf", "MODEL_CONFIGS", "TokenTrace", "ViTConfig", "VisionTransformer", "create_model",
     "CheckpointError", "load_checkpoint", "read_checkpoint",
     "count_flops", "flops_report", "sta_keep_indices",
     "PruneStage", "build_stages", "tokens_after_stages",

@@ -36,6 +36,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", "--input_size", type=int, default=224)
     p.add_argument("--tubelet-size", "--tubelet_size", type=int, default=2)
     p.add_argument("--nb-classes", "--nb_classes", type=int, default=400)
+    p.add_argument("--hf-model", help="local Hugging Face VideoMAE directory instead of --model (and --ckpt_path)")
     p.add_argument("--r", type=parse_r, nargs="+", default=[0],
                    help="tokens dropped per group; several values sweep; 64,32,16 sets each stage")
     budget = p.add_mutually_exclusive_group()
@@ -52,6 +53,11 @@ def build_model(args, device: str = "meta"):
     import torch
 
     with torch.device(device):
+        if args.hf_model:  # the architecture from config.json; flops and bench need no weights
+            from .backbone import VisionTransformer
+            from .convert import read_hf_config
+
+            return VisionTransformer(read_hf_config(args.hf_model), method=args.method)
         return create_model(args.model, num_classes=args.nb_classes, num_frames=args.num_frames,
                             img_size=args.input_size, tubelet_size=args.tubelet_size, method=args.method)
 
@@ -98,7 +104,8 @@ def cmd_flops(args) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{args.model}, method {args.method}, {args.num_frames}x{args.input_size}x{args.input_size} per view; "
+    cfg = model.cfg
+    print(f"{args.hf_model or args.model}, method {args.method}, {cfg.num_frames}x{cfg.img_size}x{cfg.img_size} per view; "
           "GFLOPs = 1e9 multiply-adds (the paper's convention)")
     table = [dict(row, r=format_r(row["r"]), tokens=" -> ".join(map(str, row["tokens"]))) for row in rows]
     print_table(table, [("r", "r", ""), ("tokens", "tokens after stages 1/2/3", ""),
@@ -125,7 +132,7 @@ def cmd_bench(args) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{args.model}, method {args.method}, batch {args.batch_size}, {args.dtype} on {rows[0]['device']}; "
+    print(f"{args.hf_model or args.model}, method {args.method}, batch {args.batch_size}, {args.dtype} on {rows[0]['device']}; "
           f"median of {args.repeats} runs after {args.warmup} warm-up")
     table = [dict(row, r=format_r(row["r"])) for row in rows]
     print_table(table, [("r", "r", ""), ("ms_per_clip", "ms/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
@@ -144,8 +151,6 @@ def cmd_eval(args) -> None:
         raise ValueError(f"--short_side_size {short_side} must equal --input_size {args.input_size}: the test "
                          "protocol crops windows of the short side, which are the model's input")
     rank, world = init_distributed(args.device)
-    list_file = os.path.join(args.data_path, f"{args.split}.csv")
-    entries = read_list_file(list_file, data_root=args.data_root, num_classes=num_classes)
     spec = ModelSpec(name=args.model, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
                      num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
                      allow_unsafe=args.allow_unsafe_checkpoint)
@@ -154,9 +159,12 @@ def cmd_eval(args) -> None:
     if len(args.r) != 1:
         raise ValueError("sta eval takes one --r (one int, or one per stage as 64,32,16)")
     model.r = args.r[0]
-    settings = EvalSettings(protocol=protocol, num_frames=args.num_frames, sampling_rate=args.sampling_rate,
+    cfg = model.cfg  # an --hf-model brings its own frames, size and classes
+    list_file = os.path.join(args.data_path, f"{args.split}.csv")
+    entries = read_list_file(list_file, data_root=args.data_root, num_classes=cfg.num_classes)
+    settings = EvalSettings(protocol=protocol, num_frames=cfg.num_frames, sampling_rate=args.sampling_rate,
                             num_segments=args.test_num_segment or default_segments, num_crops=args.test_num_crop,
-                            crop_size=args.input_size, dtype=args.dtype, batch_size=args.batch_size,
+                            crop_size=cfg.img_size, dtype=args.dtype, batch_size=args.batch_size,
                             num_workers=args.num_workers, device=args.device)
     if rank == 0:
         print(f"sta eval: {len(entries)} videos from {list_file}, {settings.num_segments}x{settings.num_crops} "
@@ -215,6 +223,32 @@ def bundled_model_available() -> bool:
 DATASETS_PROTOCOL = {"Kinetics-400": "kinetics", "SSV2": "ssv2"}
 
 
+def cmd_demo(args) -> None:
+    from .demo import print_rows, run_demo, write_outputs
+
+    rs = tuple(args.r)
+    if args.flops_reduction is not None or args.keep_ratio is not None:
+        from .proxy import load_proxy_model
+
+        apply_budget(args, load_proxy_model())
+        rs = tuple(args.r)
+    print("sta demo: the bundled ViT trained on the synthetic proxy task (see README); every method keeps the "
+          "same number of tokens for a given r")
+    rows = run_demo(methods=args.method, rs=rs, num_clips=args.clips, progress=not args.no_progress)
+    print_rows(rows)
+    for key, path in write_outputs(rows, args.out).items():
+        print(f"  {key:<5}{path}")
+
+
+def cmd_convert(args) -> None:
+    from .convert import convert_checkpoint
+
+    direction = convert_checkpoint(args.src, args.dst, args.direction, num_frames=args.num_frames,
+                                   img_size=args.input_size, num_heads=args.num_heads,
+                                   allow_unsafe=args.allow_unsafe_checkpoint)
+    print(f"sta convert: {args.src} -> {args.dst} ({direction})")
+
+
 def cmd_plot(args) -> None:
     from .plot import plot_accuracy_vs_gflops, read_summaries
 
@@ -248,7 +282,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-path", "--ckpt_path", "--finetune", help="VideoMAE release checkpoint (.pth)")
     p.add_argument("--allow-unsafe-checkpoint", action="store_true",
                    help="unpickle a checkpoint that needs arbitrary code (only for files you trust)")
-    p.add_argument("--hf-model", help="local Hugging Face VideoMAE directory instead of --model/--ckpt_path")
     p.add_argument("--output-dir", "--output_dir", default="eval_out")
     p.add_argument("--log-dir", "--log_dir", help="TensorBoard scalars (needs tensorboard)")
     p.add_argument("--batch-size", "--batch_size", type=int, default=8, help="views per forward")
@@ -269,12 +302,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--ckpt-path", "--ckpt_path", help="VideoMAE release checkpoint (.pth)")
     p.add_argument("--allow-unsafe-checkpoint", action="store_true")
-    p.add_argument("--hf-model", help="local Hugging Face VideoMAE directory")
     p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS_PROTOCOL),
                    help="frame sampling to use")
     p.add_argument("--sampling-rate", "--sampling_rate", type=int, default=4)
     p.add_argument("--out", default="sta_vis")
     p.set_defaults(func=cmd_vis, model=None, r=[64])
+
+    p = sub.add_parser("demo", help="the bundled trained proxy model: top-1 vs GFLOPs of every method (no network)")
+    p.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
+    p.add_argument("--r", type=int, nargs="+", default=[8, 16, 24], help="tokens dropped per group")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--flops-reduction", type=float, help="pick r for this FLOPs saving instead of --r")
+    budget.add_argument("--keep-ratio", type=float, help="pick r for this fraction of tokens kept instead of --r")
+    p.add_argument("--clips", type=int, default=240, help="held-out clips (20 per class by default)")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("convert", help="VideoMAE release checkpoint <-> Hugging Face model directory")
+    p.add_argument("src", help="release .pth file, or a Hugging Face model directory")
+    p.add_argument("dst", help="output: HF directory (from a .pth) or .pth file (from a directory)")
+    p.add_argument("--direction", choices=["auto", "to-hf", "to-release"], default="auto",
+                   help="auto: a directory converts to a release .pth, a file to an HF directory")
+    p.add_argument("--num-frames", "--num_frames", type=int, help="default: the checkpoint's args, else 16")
+    p.add_argument("--input-size", "--input_size", type=int, help="default: the checkpoint's args, else 224")
+    p.add_argument("--num-heads", "--num_heads", type=int, help="only for widths that are not a release size")
+    p.add_argument("--allow-unsafe-checkpoint", action="store_true")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("plot", help="top-1 vs GFLOPs curves from eval summary.json files")
     p.add_argument("summaries", nargs="+", help="summary.json files or the output folders holding them")
