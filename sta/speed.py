@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .schedule import normalize_r
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -71,11 +73,13 @@ def random_clips(model: nn.Module, batch_size: int, dtype: torch.dtype, device: 
 
 def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "float32", device: str = "cpu",
               warmup: int = 2, repeats: int = 5) -> list[dict]:
-    """ms/clip and clips/s of ``model`` at each r in ``rs``, plus the speed-up over the first r.
+    """ms/clip and clips/s of ``model`` at each r in ``rs``, plus the speed-up over r=0.
 
-    The model is moved to ``device`` and ``dtype``; r is set in turn and
-    restored afterwards. Returns one dict per r.
+    r=0 is measured first when ``rs`` lacks it. The model is moved to ``device``
+    and ``dtype``; r is set in turn and restored afterwards. Returns one dict per r.
     """
+    if not any(normalize_r(r) == (0, 0, 0) for r in rs):
+        rs = [0, *rs]
     torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
     model = model.to(device=torch_device, dtype=torch_dtype)
     clips = random_clips(model, batch_size, torch_dtype, torch_device)
@@ -88,6 +92,7 @@ def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "flo
                              ms_per_clip=timing.ms_per_clip, clips_per_s=timing.clips_per_s))
     finally:
         model.r = original_r
+    base = next(row for row in rows if normalize_r(row["r"]) == (0, 0, 0))
     for row in rows:
-        row["speedup"] = rows[0]["ms_per_clip"] / row["ms_per_clip"]
+        row["speedup"] = base["ms_per_clip"] / row["ms_per_clip"]
     return rows

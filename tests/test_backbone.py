@@ -129,3 +129,9 @@ def test_registry_sizes_build_on_meta(name):
     assert (cfg.num_slices, cfg.tokens_per_slice) == (8, 196)
     assert [s.block for s in model.stages] == [0, cfg.depth // 3, 2 * cfg.depth // 3]
     assert [s.tokens_out for s in model.stages] == [1056, 800, 672]
+
+
+@pytest.mark.parametrize("bad", [dict(img_size=30), dict(num_frames=15), dict(embed_dim=33)])
+def test_shapes_that_cannot_be_tokenised_fail_at_creation(bad):
+    with pytest.raises(ValueError):
+        tiny_model(**bad)

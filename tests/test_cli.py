@@ -66,3 +66,9 @@ def test_python_dash_m_works_like_the_console_script():
 def test_budget_flag_picks_and_reports_r(capsys):
     rows = run_json(capsys, ["flops", "--model", "vit_small_patch16_224", "--flops-reduction", "0.35", "--json"])
     assert rows[0]["reduction"] >= 0.35 and rows[0]["r"] == 44
+
+
+def test_bench_always_measures_against_r0(capsys):
+    rows = run_json(capsys, ["bench", "--model", "vit_small_patch16_224", "--input-size", "32", "--r", "2",
+                             "--warmup", "0", "--repeats", "1", "--json"])
+    assert [row["r"] for row in rows] == [0, 2] and rows[0]["speedup"] == 1.0
