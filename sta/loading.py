@@ -47,7 +47,9 @@ def load_model(spec: ModelSpec, r: RSpec = 0, method: str = "sta") -> tuple[Visi
         from .convert import load_hf_as_backbone
 
         model = load_hf_as_backbone(spec.hf_model, r=r)
-        desc = dict(hf_model=os.path.abspath(spec.hf_model))
+        weights = sorted(f for f in os.listdir(spec.hf_model) if f.endswith((".safetensors", ".bin")))
+        desc = dict(hf_model=os.path.abspath(spec.hf_model),
+                    weights_sha256={f: file_sha256(os.path.join(spec.hf_model, f)) for f in weights})
     else:
         with torch.random.fork_rng():  # without a checkpoint: the same random weights every run (resumable)
             torch.manual_seed(0)
