@@ -52,12 +52,14 @@ def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -
     that would leave a group with fewer than one token.
     """
     rs = normalize_r(r)
+    if not any(rs):
+        return ()  # plain VideoMAE: any layout works
     if num_slices < 4 or num_slices % 4:
         raise ValueError(
             f"STA needs num_frames / tubelet_size divisible by 4 (groups of T, T/2, T/4 slices); got T={num_slices}"
         )
     blocks = stage_blocks(depth)
-    if any(rs) and len(set(blocks)) < NUM_STAGES:
+    if len(set(blocks)) < NUM_STAGES:
         raise ValueError(f"STA needs depth >= {NUM_STAGES} so its three stage blocks differ; got depth={depth}")
     stages = []
     tokens = num_slices * tokens_per_slice
@@ -70,7 +72,8 @@ def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -
                 f"r must be below {n} there (r given: {r!r})"
             )
         if r_k:
-            stages.append(PruneStage(block, groups, r_k, reverse=(k == 1), tokens_in=tokens, tokens_out=groups * (n - r_k)))
+            stages.append(PruneStage(block, groups, r_k, reverse=k == 1, tokens_in=tokens,
+                                     tokens_out=groups * (n - r_k)))
         tokens = groups * (n - r_k)
     return tuple(stages)
 

@@ -135,3 +135,11 @@ def test_registry_sizes_build_on_meta(name):
 def test_shapes_that_cannot_be_tokenised_fail_at_creation(bad):
     with pytest.raises(ValueError):
         tiny_model(**bad)
+
+
+def test_unpruned_model_takes_any_frame_count():
+    model = tiny_model(r=0, num_frames=12)  # T = 6: no STA layout, but plain VideoMAE works
+    with torch.no_grad():
+        assert model(tiny_clips(1, frames=12)).shape == (1, 5)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model.r = 1
