@@ -2,7 +2,7 @@
 #   make demo   -- the main job on the bundled default
 #   make test   -- the test suite
 # TORCH picks the torch build: the default is a CPU build where one is available locally;
-# elsewhere e.g. `make test PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"`.
+# elsewhere e.g. `make test PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
@@ -18,8 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/sta flops --model vit_base_patch16_224 --r 0 16 32 48 64 80 96
-	$(VENV)/bin/sta bench --model vit_small_patch16_224 --r 0 64 --repeats 3
+	$(VENV)/bin/sta demo --out demo_out
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

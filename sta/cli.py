@@ -190,16 +190,20 @@ def cmd_vis(args) -> None:
     from .visualize import visualize
 
     if args.model is None and args.ckpt_path is None and args.hf_model is None and bundled_model_available():
-        from .proxy import PROXY_PROTOCOL, load_proxy_model
+        from .proxy import load_proxy_model
 
         print("sta vis: no --model/--ckpt_path given: using the bundled demo model (synthetic proxy task)")
-        model, protocol = load_proxy_model(r=args.r[0]), PROXY_PROTOCOL
+        model, protocol = load_proxy_model(), "kinetics"
+        args.r = args.r or [16]  # 16 of each slice's 64 tokens
+        apply_budget(args, model)
+        model.r = args.r[0]
     else:
         spec = ModelSpec(name=args.model or "vit_base_patch16_224", ckpt_path=args.ckpt_path,
                          hf_model=args.hf_model, num_classes=args.nb_classes, num_frames=args.num_frames,
                          img_size=args.input_size, tubelet_size=args.tubelet_size,
                          allow_unsafe=args.allow_unsafe_checkpoint)
         model, _ = load_model(spec, r=0, method=args.method)
+        args.r = args.r or [64]
         apply_budget(args, model)
         model.r = args.r[0]
         protocol = DATASETS_PROTOCOL[args.data_set]
@@ -213,11 +217,9 @@ def cmd_vis(args) -> None:
 
 
 def bundled_model_available() -> bool:
-    try:
-        from .proxy import bundled_checkpoint
-    except ImportError:
-        return False
-    return bundled_checkpoint().is_file()
+    from .proxy import DEFAULT_CHECKPOINT
+
+    return DEFAULT_CHECKPOINT.is_file()
 
 
 DATASETS_PROTOCOL = {"Kinetics-400": "kinetics", "SSV2": "ssv2"}
@@ -306,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame sampling to use")
     p.add_argument("--sampling-rate", "--sampling_rate", type=int, default=4)
     p.add_argument("--out", default="sta_vis")
-    p.set_defaults(func=cmd_vis, model=None, r=[64])
+    p.set_defaults(func=cmd_vis, model=None, r=None)  # r: 64 for the release sizes, 16 for the bundled model
 
     p = sub.add_parser("demo", help="the bundled trained proxy model: top-1 vs GFLOPs of every method (no network)")
     p.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .data import VideoDecodeError, VideoEntry, read_test_views
+from .flops import flops_report
 from .progress import Progress
 from .speed import parse_dtype, resolve_device
 
@@ -262,6 +263,7 @@ def evaluate(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings
     scores = {i: VideoScore(entries[i].label, entries[i].video_id, dict(done.get(i, {}))) for i in mine}
     jobs = [(i, entries[i], set(scores[i].views)) for i in mine if not all_views <= set(scores[i].views)]
 
+    gflops = flops_report(model).gflops if hasattr(model, "cfg") else None  # counted on meta, before the move
     device, dtype = resolve_device(settings.device), parse_dtype(settings.dtype)
     model = model.to(device=device, dtype=dtype).eval()
     writer = PredictionWriter(predictions_path(output_dir, rank, world), expected)
@@ -310,13 +312,11 @@ def evaluate(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings
             return None
 
     top1, top5 = counts.percent()
-    from .flops import flops_report
-
     summary = dict(
         top1=top1, top5=top5,
         videos=counts.videos, views=counts.views,
         videos_in_list=len(entries), skipped=sorted(skipped, key=lambda s: s["video"]),
-        gflops_per_view=flops_report(model).gflops if hasattr(model, "cfg") else None,
+        gflops_per_view=gflops,
         wall_time_s=wall, computed_videos=len(jobs), resumed_views=sum(len(v) for v in done.values()),
         world_size=world, model=model_desc, protocol=settings.protocol_fields(),
     )

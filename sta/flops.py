@@ -112,13 +112,13 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...] | None = None) ->
 def count_flops_by_op(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> FlopCounter:
     """Run ``model`` once on the meta device under a :class:`FlopCounter` and return the counter.
 
-    The model is deep-copied to meta (its weights are left alone). ``input_shape``
+    The architecture is rebuilt on meta (its weights are left alone). ``input_shape``
     defaults to the backbone's own clip shape, ``(1, 3, F, H, W)``.
     """
     if input_shape is None:
         cfg = model.cfg
         input_shape = (1, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
-    meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+    meta_model = model if _on_meta(model) else _meta_copy(model)
     clip = torch.empty(input_shape, device="meta", dtype=next(model.parameters()).dtype)
     counter = FlopCounter()
     with torch.no_grad(), counter:
@@ -134,6 +134,16 @@ def flops_report(model: nn.Module) -> FlopsReport:
     cfg = model.cfg
     tokens = tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)
     return FlopsReport(tuple(model.r), tokens, counter.total, dict(counter.by_op))
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """The same architecture on the meta device, without copying weights (a ViT-L copy would cost 1.2 GB)."""
+    from .backbone import VisionTransformer
+
+    if type(model) is VisionTransformer:
+        with torch.device("meta"):
+            return VisionTransformer(model.cfg, r=model.r, method=model.method).to(next(model.parameters()).dtype)
+    return copy.deepcopy(model).to("meta")
 
 
 def _on_meta(model: nn.Module) -> bool:
