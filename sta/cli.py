@@ -8,6 +8,8 @@ import os
 import sys
 import warnings
 
+import torch
+
 from .backbone import MODEL_CONFIGS, create_model
 from .methods import METHODS
 from .checkpoint import CheckpointError
@@ -228,7 +230,9 @@ DATASETS_PROTOCOL = {"Kinetics-400": "kinetics", "SSV2": "ssv2"}
 def cmd_demo(args) -> None:
     from .demo import print_rows, run_demo, write_outputs
 
-    rs = tuple(args.r)
+    from .demo import DEMO_RS
+
+    rs = tuple(args.r) if args.r else DEMO_RS
     if args.flops_reduction is not None or args.keep_ratio is not None:
         from .proxy import load_proxy_model
 
@@ -312,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the bundled trained proxy model: top-1 vs GFLOPs of every method (no network)")
     p.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
-    p.add_argument("--r", type=int, nargs="+", default=[8, 16, 24], help="tokens dropped per group")
+    p.add_argument("--r", type=parse_r, nargs="+", help="tokens dropped per group (default: sta.demo.DEMO_RS)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--flops-reduction", type=float, help="pick r for this FLOPs saving instead of --r")
     budget.add_argument("--keep-ratio", type=float, help="pick r for this fraction of tokens kept instead of --r")
@@ -347,6 +351,8 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.showwarning = show_warning
+    # Trained models' attention underflows to denormal floats, which slow x86 matmuls up to 10x: flush them.
+    torch.set_flush_denormal(True)
     try:
         args.func(args)
     except USER_ERRORS as err:  # bad input reaches here from the library, worded for users
