@@ -13,7 +13,8 @@ import torch
 from .backbone import MODEL_CONFIGS, create_model
 from .methods import METHODS
 from .checkpoint import CheckpointError
-from .evaluate import ResumeMismatch
+from .evaluate import DATASETS, ResumeMismatch
+from .schedule import format_r
 
 # Errors caused by what the user passed (options, files): one line, exit code 2, no traceback.
 USER_ERRORS = (ValueError, OSError, ImportError, CheckpointError, ResumeMismatch)
@@ -26,10 +27,6 @@ def parse_r(text: str) -> int | tuple[int, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"r must be an int or comma-separated ints, got {text!r}") from None
     return values[0] if len(values) == 1 else values
-
-
-def format_r(r) -> str:
-    return ",".join(map(str, r)) if isinstance(r, (tuple, list)) else str(r)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -52,8 +49,6 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_model(args, device: str = "meta"):
-    import torch
-
     with torch.device(device):
         if args.hf_model:  # the architecture from config.json; flops and bench need no weights
             from .backbone import VisionTransformer
@@ -143,7 +138,7 @@ def cmd_bench(args) -> None:
 
 def cmd_eval(args) -> None:
     from .data import read_list_file
-    from .evaluate import DATASETS, EvalSettings, evaluate, init_distributed
+    from .evaluate import EvalSettings, evaluate, init_distributed
     from .loading import ModelSpec, load_model
 
     protocol, default_classes, default_segments = DATASETS[args.data_set]
@@ -224,7 +219,7 @@ def bundled_model_available() -> bool:
     return DEFAULT_CHECKPOINT.is_file()
 
 
-DATASETS_PROTOCOL = {"Kinetics-400": "kinetics", "SSV2": "ssv2"}
+DATASETS_PROTOCOL = {name: protocol for name, (protocol, _, _) in DATASETS.items()}
 
 
 def cmd_demo(args) -> None:

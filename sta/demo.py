@@ -20,7 +20,7 @@ from .flops import flops_report
 from .methods import METHODS
 from .progress import Progress
 from .proxy import PROXY_TASK, load_proxy_model, make_clips
-from .schedule import RSpec
+from .schedule import RSpec, format_r
 
 # Tokens dropped per group (one r, or one per stage). Stage 0 groups hold 64 tokens; the last three
 # schedules keep 48, 32 and 22 of the 512 tokens, where the methods part ways. ToMe merges at most
@@ -86,10 +86,6 @@ def _runs(model, method: str, r: RSpec) -> bool:
         return False
     finally:
         _configure(model, "sta", 0)
-
-
-def format_r(r: RSpec) -> str:
-    return ",".join(map(str, r)) if isinstance(r, (tuple, list)) else str(r)
 
 
 def print_rows(rows: list[DemoRow]) -> None:

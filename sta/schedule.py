@@ -38,6 +38,11 @@ def normalize_r(r: RSpec) -> tuple[int, ...]:
     return values
 
 
+def format_r(r: RSpec) -> str:
+    """``64`` -> "64", ``(64, 32, 16)`` -> "64,32,16" (the CLI's spelling)."""
+    return ",".join(map(str, r)) if isinstance(r, (tuple, list)) else str(r)
+
+
 def stage_blocks(depth: int) -> tuple[int, ...]:
     """Blocks whose outputs are pruned: 0, depth//3, 2*depth//3 (0, 4, 8 for ViT-B)."""
     return tuple(k * depth // NUM_STAGES for k in range(NUM_STAGES))
