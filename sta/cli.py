@@ -76,6 +76,23 @@ def apply_budget(args, model) -> None:
     args.r = [r]
 
 
+def model_spec(args, name: str, num_classes: int):
+    from .loading import ModelSpec
+
+    return ModelSpec(name=name, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
+                     num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
+                     allow_unsafe=args.allow_unsafe_checkpoint)
+
+
+def set_single_r(args, model, default=None) -> None:
+    """Commands that run one configuration: --r (or a budget) -> ``model.r``."""
+    args.r = args.r or [default]
+    apply_budget(args, model)
+    if len(args.r) != 1:
+        raise ValueError(f"sta {args.command} takes one --r (one int, or one per stage as 64,32,16)")
+    model.r = args.r[0]
+
+
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     """columns: (key, header, format spec)."""
     cells = [[format(row[key], spec) if spec else str(row[key]) for key, _, spec in columns] for row in rows]
@@ -139,7 +156,7 @@ def cmd_bench(args) -> None:
 def cmd_eval(args) -> None:
     from .data import read_list_file
     from .evaluate import EvalSettings, evaluate, init_distributed
-    from .loading import ModelSpec, load_model
+    from .loading import load_model
 
     protocol, default_classes, default_segments = DATASETS[args.data_set]
     num_classes = args.nb_classes or default_classes
@@ -148,14 +165,8 @@ def cmd_eval(args) -> None:
         raise ValueError(f"--short_side_size {short_side} must equal --input_size {args.input_size}: the test "
                          "protocol crops windows of the short side, which are the model's input")
     rank, world = init_distributed(args.device)
-    spec = ModelSpec(name=args.model, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
-                     num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
-                     allow_unsafe=args.allow_unsafe_checkpoint)
-    model, desc = load_model(spec, r=0, method=args.method)
-    apply_budget(args, model)
-    if len(args.r) != 1:
-        raise ValueError("sta eval takes one --r (one int, or one per stage as 64,32,16)")
-    model.r = args.r[0]
+    model, desc = load_model(model_spec(args, args.model, num_classes), r=0, method=args.method)
+    set_single_r(args, model)
     cfg = model.cfg  # an --hf-model brings its own frames, size and classes
     list_file = os.path.join(args.data_path, f"{args.split}.csv")
     entries = read_list_file(list_file, data_root=args.data_root, num_classes=cfg.num_classes)
@@ -182,8 +193,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_vis(args) -> None:
-
-    from .loading import ModelSpec, load_model
+    from .loading import load_model
     from .visualize import visualize
 
     if args.model is None and args.ckpt_path is None and args.hf_model is None and bundled_model_available():
@@ -191,18 +201,12 @@ def cmd_vis(args) -> None:
 
         print("sta vis: no --model/--ckpt_path given: using the bundled demo model (synthetic proxy task)")
         model, protocol = load_proxy_model(), "kinetics"
-        args.r = args.r or [16]  # 16 of each slice's 64 tokens
-        apply_budget(args, model)
-        model.r = args.r[0]
+        model.method = args.method
+        set_single_r(args, model, default=16)  # 16 of each slice's 64 tokens
     else:
-        spec = ModelSpec(name=args.model or "vit_base_patch16_224", ckpt_path=args.ckpt_path,
-                         hf_model=args.hf_model, num_classes=args.nb_classes, num_frames=args.num_frames,
-                         img_size=args.input_size, tubelet_size=args.tubelet_size,
-                         allow_unsafe=args.allow_unsafe_checkpoint)
+        spec = model_spec(args, args.model or "vit_base_patch16_224", args.nb_classes)
         model, _ = load_model(spec, r=0, method=args.method)
-        args.r = args.r or [64]
-        apply_budget(args, model)
-        model.r = args.r[0]
+        set_single_r(args, model, default=64)
         protocol = DATASETS_PROTOCOL[args.data_set]
     summary = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
     print(f"tokens kept {' -> '.join(map(str, summary['tokens_per_stage']))} of {summary['tokens_total']}, "

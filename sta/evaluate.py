@@ -133,9 +133,9 @@ class PredictionWriter:
 
     def __init__(self, path: Path, header: dict):
         self.path = path
+        if path.exists() and path.stat().st_size:
+            _drop_partial_last_line(path)  # may empty a file whose header was cut short
         fresh = not path.exists() or path.stat().st_size == 0
-        if not fresh:
-            _drop_partial_last_line(path)
         self.file = open(path, "a")
         if fresh:
             self._write([{"fingerprint": header}])
@@ -153,11 +153,22 @@ class PredictionWriter:
         self.file.close()
 
 
-def _drop_partial_last_line(path: Path) -> None:
+def _drop_partial_last_line(path: Path, block: int = 1 << 16) -> None:
+    """Cut a last line left unfinished by a crash, reading only the file's tail (files reach GBs on K400)."""
     with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
+        end = f.seek(0, os.SEEK_END)
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # walk back to the last newline
+            pos = max(0, pos - block)
+            f.seek(pos)
+            newline = f.read(min(block, end - pos)).rfind(b"\n")
+            if newline >= 0:
+                f.truncate(pos + newline + 1)
+                return
+        f.truncate(0)
 
 
 # --------------------------------------------------------------------------- data

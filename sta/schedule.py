@@ -67,19 +67,18 @@ def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -
     if len(set(blocks)) < NUM_STAGES:
         raise ValueError(f"STA needs depth >= {NUM_STAGES} so its three stage blocks differ; got depth={depth}")
     stages = []
-    tokens = num_slices * tokens_per_slice
+    tokens_in = (num_slices * tokens_per_slice,) + tokens_after_stages(num_slices, tokens_per_slice, rs)
     for k, (block, r_k) in enumerate(zip(blocks, rs)):
         groups = num_slices // 2**k
-        n = tokens // groups
+        n = tokens_in[k] // groups
         if n - r_k < 1:
             raise ValueError(
                 f"r={r_k} at stage {k} (after block {block}) leaves groups of {n} tokens with {n - r_k}; "
                 f"r must be below {n} there (r given: {r!r})"
             )
         if r_k:
-            stages.append(PruneStage(block, groups, r_k, reverse=k == 1, tokens_in=tokens,
-                                     tokens_out=groups * (n - r_k)))
-        tokens = groups * (n - r_k)
+            stages.append(PruneStage(block, groups, r_k, reverse=k == 1, tokens_in=tokens_in[k],
+                                     tokens_out=tokens_in[k + 1]))
     return tuple(stages)
 
 
