@@ -18,7 +18,8 @@ import time
 import torch
 
 from sta import create_model, flops_report
-from sta.speed import parse_dtype, random_clips, resolve_device, synchronize, time_forward
+from sta.measure.speed import random_clips, time_forward
+from sta.utils.device import parse_dtype, resolve_device, synchronize
 
 
 def gemm_peak(dtype: torch.dtype, device: torch.device, sizes=(1024, 2048, 3072), repeats: int = 5) -> float:

@@ -17,10 +17,10 @@ import torch
 
 from sta import create_model
 from sta.data import VideoEntry
-from sta.evaluate import EvalSettings, VideoViews, iterate_views
-from sta.speed import random_clips, time_forward
+from sta.evaluate.run import EvalSettings, VideoViews, iterate_views
+from sta.measure.speed import random_clips, time_forward
 
-SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+SAMPLE_VIDEOS = Path(__file__).resolve().parents[1] / "examples" / "videos"
 
 
 def loader_views_per_s(entries: list[VideoEntry], settings: EvalSettings, workers: int) -> float:
@@ -35,7 +35,7 @@ def loader_views_per_s(entries: list[VideoEntry], settings: EvalSettings, worker
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=Path, default=SHARED_VIDEOS)
+    parser.add_argument("--videos", type=Path, default=SAMPLE_VIDEOS)
     parser.add_argument("--repeat", type=int, default=3, help="each video is listed this many times")
     parser.add_argument("--models", nargs="+", default=["vit_small_patch16_224", "vit_base_patch16_224"])
     parser.add_argument("--batch-size", type=int, default=8)

@@ -1,4 +1,4 @@
-"""Train the bundled proxy model: a depth-12 VideoMAE ViT on the synthetic task of ``sta.proxy``.
+"""Train the bundled proxy model: a depth-12 VideoMAE ViT on the synthetic task of ``sta.demo.proxy``.
 
 Fresh clips are generated for every step (an endless training stream, so no
 overfitting), from a ``train`` random stream that never meets the ``test``
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sta import create_model
-from sta.proxy import CLASS_NAMES, DEFAULT_CHECKPOINT, PROXY_TASK, make_clips
+from sta.demo.proxy import CLASS_NAMES, DEFAULT_CHECKPOINT, PROXY_TASK, make_clips
 
 MODEL = "vit_small_patch16_224"  # the release's ViT-S code path; width/depth/heads overridden below
 EVAL_SEED = 0  # the fixed held-out set: make_clips(PROXY_TASK, eval_clips, EVAL_SEED, "test")

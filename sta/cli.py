@@ -10,11 +10,11 @@ import warnings
 
 import torch
 
-from .backbone import MODEL_CONFIGS, create_model
-from .methods import METHODS
-from .checkpoint import CheckpointError
-from .evaluate import DATASETS, ResumeMismatch
-from .schedule import format_r
+from sta.models.vit import MODEL_CONFIGS, create_model
+from sta.core.methods import METHODS
+from sta.models.checkpoint import CheckpointError
+from sta.evaluate import DATASETS, ResumeMismatch
+from sta.core.schedule import format_r
 
 # Errors caused by what the user passed (options, files): one line, exit code 2, no traceback.
 USER_ERRORS = (ValueError, OSError, ImportError, CheckpointError, ResumeMismatch)
@@ -51,8 +51,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def build_model(args, device: str = "meta"):
     with torch.device(device):
         if args.hf_model:  # the architecture from config.json; flops and bench need no weights
-            from .backbone import VisionTransformer
-            from .convert import read_hf_config
+            from sta.models.vit import VisionTransformer
+            from sta.models.convert import read_hf_config
 
             return VisionTransformer(read_hf_config(args.hf_model), method=args.method)
         return create_model(args.model, num_classes=args.nb_classes, num_frames=args.num_frames,
@@ -63,7 +63,7 @@ def apply_budget(args, model) -> None:
     """With --flops-reduction / --keep-ratio, replace args.r by the r that meets it, and say which."""
     if args.flops_reduction is None and args.keep_ratio is None:
         return
-    from .flops import flops_report, r_for_budget
+    from sta.measure.flops import flops_report, r_for_budget
 
     r = r_for_budget(model, flops_reduction=args.flops_reduction, keep_ratio=args.keep_ratio)
     saved, model.r = model.r, r
@@ -77,7 +77,7 @@ def apply_budget(args, model) -> None:
 
 
 def model_spec(args, name: str, num_classes: int):
-    from .loading import ModelSpec
+    from sta.models.loading import ModelSpec
 
     return ModelSpec(name=name, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
                      num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
@@ -103,7 +103,7 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
 
 
 def cmd_flops(args) -> None:
-    from .flops import flops_report
+    from sta.measure.flops import flops_report
 
     model = build_model(args)
     apply_budget(args, model)
@@ -127,7 +127,7 @@ def cmd_flops(args) -> None:
 
 
 def _unpruned_gflops(model) -> float:
-    from .flops import flops_report
+    from sta.measure.flops import flops_report
 
     saved, model.r = model.r, 0
     try:
@@ -137,7 +137,7 @@ def _unpruned_gflops(model) -> float:
 
 
 def cmd_bench(args) -> None:
-    from .speed import benchmark
+    from sta.measure.speed import benchmark
 
     model = build_model(args, device="cpu").eval()
     apply_budget(args, model)
@@ -154,9 +154,10 @@ def cmd_bench(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .data import read_list_file
-    from .evaluate import EvalSettings, evaluate, init_distributed
-    from .loading import load_model
+    from sta.data import read_list_file
+    from sta.evaluate import EvalSettings, evaluate
+    from sta.utils.distributed import init_distributed
+    from sta.models.loading import load_model
 
     protocol, default_classes, default_segments = DATASETS[args.data_set]
     num_classes = args.nb_classes or default_classes
@@ -193,11 +194,11 @@ def cmd_eval(args) -> None:
 
 
 def cmd_vis(args) -> None:
-    from .loading import load_model
-    from .visualize import visualize
+    from sta.models.loading import load_model
+    from sta.vis.tokens import visualize
 
     if args.model is None and args.ckpt_path is None and args.hf_model is None and bundled_model_available():
-        from .proxy import load_proxy_model
+        from sta.demo.proxy import load_proxy_model
 
         print("sta vis: no --model/--ckpt_path given: using the bundled demo model (synthetic proxy task)")
         model, protocol = load_proxy_model(), "kinetics"
@@ -218,7 +219,7 @@ def cmd_vis(args) -> None:
 
 
 def bundled_model_available() -> bool:
-    from .proxy import DEFAULT_CHECKPOINT
+    from sta.demo.proxy import DEFAULT_CHECKPOINT
 
     return DEFAULT_CHECKPOINT.is_file()
 
@@ -227,13 +228,13 @@ DATASETS_PROTOCOL = {name: protocol for name, (protocol, _, _) in DATASETS.items
 
 
 def cmd_demo(args) -> None:
-    from .demo import print_rows, run_demo, write_outputs
+    from sta.demo.run import print_rows, run_demo, write_outputs
 
-    from .demo import DEMO_RS
+    from sta.demo.run import DEMO_RS
 
     rs = tuple(args.r) if args.r else DEMO_RS
     if args.flops_reduction is not None or args.keep_ratio is not None:
-        from .proxy import load_proxy_model
+        from sta.demo.proxy import load_proxy_model
 
         apply_budget(args, load_proxy_model())
         rs = tuple(args.r)
@@ -246,7 +247,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from .convert import convert_checkpoint
+    from sta.models.convert import convert_checkpoint
 
     direction = convert_checkpoint(args.src, args.dst, args.direction, num_frames=args.num_frames,
                                    img_size=args.input_size, num_heads=args.num_heads,
@@ -255,7 +256,7 @@ def cmd_convert(args) -> None:
 
 
 def cmd_plot(args) -> None:
-    from .plot import plot_accuracy_vs_gflops, read_summaries
+    from sta.vis.plot import plot_accuracy_vs_gflops, read_summaries
 
     out = plot_accuracy_vs_gflops(read_summaries(args.summaries), args.out, title=args.title)
     print(f"wrote {out}")
@@ -315,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the bundled trained proxy model: top-1 vs GFLOPs of every method (no network)")
     p.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
-    p.add_argument("--r", type=parse_r, nargs="+", help="tokens dropped per group (default: sta.demo.DEMO_RS)")
+    p.add_argument("--r", type=parse_r, nargs="+", help="tokens dropped per group (default: sta.demo.run.DEMO_RS)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--flops-reduction", type=float, help="pick r for this FLOPs saving instead of --r")
     budget.add_argument("--keep-ratio", type=float, help="pick r for this fraction of tokens kept instead of --r")

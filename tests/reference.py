@@ -1,6 +1,6 @@
 """Slow, independent reference implementation of VideoMAE ViT + STA token pruning.
 
-Written from /work/shared/design/sta-algorithm.md only, for readability rather
+Written from docs/algorithm.md only, for readability rather
 than speed: one clip at a time, one group at a time, explicit math everywhere
 (explicit LayerNorm, erf-GELU, softmax(q k^T * scale) v attention, patch
 embedding as reshape + matmul).  Everything is computed in float32, except the

@@ -22,15 +22,15 @@ it runs a small loop of our own over HF's submodules (embeddings, then per
 layer ``layernorm_before`` -> q/k/v from the layer's own ``query``/``key``/
 ``value`` -> attention -> ``attention.output`` -> residual -> ``layernorm_after``
 -> ``intermediate`` -> ``output`` with residual) and prunes the outputs of the
-three stage layers with the core's STA reducer (``sta.methods.METHODS["sta"]``),
-exactly as :mod:`sta.backbone` does. HF's encoder and layer signatures, which change
+three stage layers with the core's STA reducer (``sta.core.methods.METHODS["sta"]``),
+exactly as :mod:`sta.models.vit` does. HF's encoder and layer signatures, which change
 between releases, are never called. The classifier's own forward (mean
 pooling, ``fc_norm``, ``classifier``, ``labels`` -> loss, ``return_dict``) stays
 HF's and simply sees fewer tokens, so outputs keep their types.
 
 Attention follows ``config._attn_implementation``: ``"eager"`` computes
 ``softmax(q k^T / sqrt(d)) v`` explicitly (and can return the weights); any other
-value (``"sdpa"``, flash, flex) uses :func:`sta.attention.attend` (fused SDPA).
+value (``"sdpa"``, flash, flex) uses :func:`sta.core.attention.attend` (fused SDPA).
 ``output_attentions=True`` switches one call to the explicit path.
 
 With pruning on, ``output_hidden_states`` returns the embeddings and every
@@ -49,11 +49,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import attend
-from ..backbone import TokenTrace
-from ..convert import require_transformers
-from ..methods import METHODS, ReductionState
-from ..schedule import PruneStage, RSpec, build_stages, normalize_r, stage_blocks
+from sta.core.attention import attend
+from sta.models.vit import TokenTrace
+from sta.utils.optional import require_transformers
+from sta.core.methods import METHODS, ReductionState
+from sta.core.schedule import PruneStage, RSpec, build_stages, normalize_r, stage_blocks
 
 __all__ = ["patch_hf", "forward_with_trace"]
 

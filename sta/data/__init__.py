@@ -1,7 +1,7 @@
 """Data loading for VideoMAE evaluation: list files, PyAV decoding, test-time views."""
 
-from .listfile import ListFileError, VideoEntry, read_list_file
-from .sampling import (
+from sta.data.listfile import ListFileError, VideoEntry, read_list_file
+from sta.data.sampling import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PROTOCOLS,
@@ -15,7 +15,7 @@ from .sampling import (
     ssv2_test_indices,
     temporal_view_indices,
 )
-from .video import (
+from sta.data.video import (
     SampledFrames,
     VideoDecodeError,
     count_frames,

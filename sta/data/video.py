@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .sampling import ClipView, make_test_views, temporal_view_indices
+from sta.data.sampling import ClipView, make_test_views, temporal_view_indices
 
 __all__ = [
     "SampledFrames",

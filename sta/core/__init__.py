@@ -1,0 +1,1 @@
+"""STA itself, independent of any model class: where to prune, how to score and select, attention kernels."""

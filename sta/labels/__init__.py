@@ -1,0 +1,69 @@
+"""Class names of the datasets VideoMAE models are fine-tuned on, and the Kinetics-710 -> 400 head map.
+
+One name per line of each ``.txt`` file, line ``i`` = class index ``i``, in
+the order the release list files and checkpoints use (sources in
+``sta/labels/README.md``)::
+
+    sta.labels.load("kinetics400")[0]       # 'abseiling'
+    sta.labels.for_num_classes(174)         # SSv2's names
+    sta.labels.k710_to_k400()[i]            # row of a 710-class head that is K400 class i
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATASETS = ("kinetics400", "kinetics710", "ssv2")
+# Spellings users bring from the release's --data_set and from other tools.
+ALIASES = {"kinetics-400": "kinetics400", "k400": "kinetics400", "kinetics-710": "kinetics710", "k710": "kinetics710",
+           "ssv2": "ssv2", "something-something-v2": "ssv2", "sthv2": "ssv2"}
+
+
+def canonical_name(name: str) -> str:
+    """``"Kinetics-400"`` / ``"k400"`` / ``"kinetics400"`` -> ``"kinetics400"``; ``ValueError`` if unknown."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"no class names for {name!r}; known: {', '.join(DATASETS)}")
+    return key
+
+
+@cache
+def _read(name: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in (HERE / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+                 if line.strip())
+
+
+def load(name: str) -> list[str]:
+    """Class names of ``name`` (``kinetics400``, ``kinetics710``, ``ssv2`` or an alias), index = class id."""
+    return list(_read(canonical_name(name)))
+
+
+def for_num_classes(num_classes: int) -> list[str] | None:
+    """The shipped names whose class count is ``num_classes`` (400, 710, 174), else None."""
+    for name in DATASETS:
+        if len(_read(name)) == num_classes:
+            return list(_read(name))
+    return None
+
+
+def read_label_file(path: str | Path) -> list[str]:
+    """A user's own class names: one per line (blank lines skipped), line order = class index."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path}: no class names (empty file)")
+    return names
+
+
+@cache
+def k710_to_k400() -> tuple[int, ...]:
+    """400 row indices into a Kinetics-710 head: ``head.weight[k710_to_k400()]`` is a Kinetics-400 head."""
+    return tuple(json.loads((HERE / "k710_to_k400.json").read_text()))

@@ -1,0 +1,201 @@
+"""FLOPs in the paper's convention: one multiply-add = 1 FLOP, per view.
+
+The paper (and ``docs/algorithm.md``) count with fvcore, which
+counts matrix products, convolutions and normalisation layers. We count the
+same ops as they run, by intercepting ATen calls with a ``TorchDispatchMode``
+during a forward on the ``meta`` device: shapes flow, no memory or arithmetic
+is spent, so a ViT-H costs nothing to count. Unlike
+``torch.utils.flop_counter``, fused attention (any
+``_scaled_dot_product_*`` kernel, the CPU one included) is counted as its two
+matrix products ``Q K^T`` and ``A V``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+
+
+def _numel(shape) -> int:
+    return math.prod(shape)
+
+
+def _mm(inputs, out) -> int:  # (M x K) @ (K x N): M*N*K
+    a, b = inputs[-2], inputs[-1]
+    return a.shape[0] * a.shape[1] * b.shape[1]
+
+
+def _bmm(inputs, out) -> int:  # (B x M x K) @ (B x K x N)
+    a, b = inputs[-2], inputs[-1]
+    return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
+def _conv(inputs, out) -> int:  # every output element is one dot product over C_in/groups x kernel
+    weight = inputs[1]
+    return _numel(out.shape) * _numel(weight.shape[1:])
+
+
+def _attention(inputs, out) -> int:  # Q K^T then A V: 2 * B*H * Lq * Lk * d (d_v = d here)
+    q, k, v = inputs[:3]
+    batch_heads = _numel(q.shape[:-2])
+    return batch_heads * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+
+
+def _layer_norm(inputs, out) -> int:  # fvcore: 5 per element with an affine transform, 4 without
+    has_affine = len(inputs) > 2 and inputs[2] is not None
+    return _numel(inputs[0].shape) * (5 if has_affine else 4)
+
+
+_COUNTERS = {
+    aten.mm.default: _mm,
+    aten.addmm.default: _mm,
+    aten.bmm.default: _bmm,
+    aten.baddbmm.default: _bmm,
+    aten.convolution.default: _conv,
+    aten.native_layer_norm.default: _layer_norm,
+}
+
+
+def _counter_for(func):
+    if func in _COUNTERS:
+        return _COUNTERS[func]
+    if "scaled_dot_product" in func.__name__ and "backward" not in func.__name__:
+        return _attention
+    return None
+
+
+class FlopCounter(TorchDispatchMode):
+    """Context manager that adds up multiply-adds of every counted op it sees, by op name."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_op: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_op.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        counter = _counter_for(func)
+        if counter is not None:
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            self.by_op[func.__name__.split(".")[0]] += counter(args, first)
+        return out
+
+
+@dataclass(frozen=True)
+class FlopsReport:
+    r: tuple[int, ...]
+    tokens: tuple[int, ...]  # tokens alive after each pruning stage
+    flops: int  # multiply-adds per view
+    by_op: dict[str, int]
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> int:
+    """Multiply-adds of one forward of ``model`` on a ``1 x 3 x F x H x W`` clip (per view)."""
+    return count_flops_by_op(model, input_shape).total
+
+
+def count_flops_by_op(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> FlopCounter:
+    """Run ``model`` once on the meta device under a :class:`FlopCounter` and return the counter.
+
+    The architecture is rebuilt on meta (its weights are left alone). ``input_shape``
+    defaults to the backbone's own clip shape, ``(1, 3, F, H, W)``.
+    """
+    if input_shape is None:
+        cfg = model.cfg
+        input_shape = (1, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
+    meta_model = model if _on_meta(model) else _meta_copy(model)
+    clip = torch.empty(input_shape, device="meta", dtype=next(model.parameters()).dtype)
+    counter = FlopCounter()
+    with torch.no_grad(), counter:
+        meta_model(clip)
+    return counter
+
+
+def flops_report(model: nn.Module) -> FlopsReport:
+    """Per-view multiply-adds of a backbone at its current ``r``, with the token counts per stage."""
+    from sta.core.schedule import tokens_after_stages
+
+    counter = count_flops_by_op(model)
+    cfg = model.cfg
+    tokens = tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)
+    return FlopsReport(tuple(model.r), tokens, counter.total, dict(counter.by_op))
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """The same architecture on the meta device, without copying weights (a ViT-L copy would cost 1.2 GB)."""
+    from sta.models.vit import VisionTransformer
+
+    if type(model) is VisionTransformer:
+        with torch.device("meta"):
+            return VisionTransformer(model.cfg, r=model.r, method=model.method).to(next(model.parameters()).dtype)
+    return copy.deepcopy(model).to("meta")
+
+
+def _on_meta(model: nn.Module) -> bool:
+    tensors = list(model.parameters()) + list(model.buffers())
+    return bool(tensors) and all(t.is_meta for t in tensors)
+
+
+def r_for_budget(model: nn.Module, flops_reduction: float | None = None, keep_ratio: float | None = None) -> int:
+    """The smallest single r that meets a budget, for this model, input size and method.
+
+    ``flops_reduction``: fraction of the r=0 FLOPs to save (0.35 = at least 35% fewer);
+    ``keep_ratio``: fraction of the tokens left after the last stage (at most this many).
+    Raises ``ValueError`` if no r reaches it. The model's r is left unchanged.
+    """
+    from sta.core.schedule import tokens_after_stages
+
+    if (flops_reduction is None) == (keep_ratio is None):
+        raise ValueError("give exactly one of flops_reduction and keep_ratio")
+    target = flops_reduction if flops_reduction is not None else keep_ratio
+    if not 0 < target < 1:
+        raise ValueError(f"a budget is a fraction between 0 and 1, got {target}")
+    cfg, saved = model.cfg, model.r
+    total = cfg.num_slices * cfg.tokens_per_slice
+
+    def meets(r: int) -> bool:
+        if keep_ratio is not None:
+            return tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, r)[-1] / total <= keep_ratio
+        model.r = r
+        return count_flops(model) <= (1 - flops_reduction) * base
+
+    try:
+        model.r = 0
+        base = count_flops(model)
+        lo, hi = 1, _largest_r(model)
+        if hi < 1 or not meets(hi):
+            raise ValueError(f"no r reaches that budget on this model (largest valid r is {hi})")
+        while lo < hi:  # FLOPs fall and tokens fall as r grows: bisect for the first r that meets it
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if meets(mid) else (mid + 1, hi)
+        return lo
+    finally:
+        model.r = saved
+
+
+def _largest_r(model: nn.Module) -> int:
+    """The largest single r every stage (and the model's method) accepts."""
+    lo, hi = 0, model.cfg.tokens_per_slice
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            model.r = mid
+            lo = mid
+        except ValueError:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,77 @@
+"""Wall-clock speed of a forward pass: warm-up, then the median of repeated runs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sta.core.schedule import normalize_r
+from sta.utils.device import parse_dtype, resolve_device, synchronize
+
+@dataclass(frozen=True)
+class Timing:
+    batch_size: int
+    seconds: tuple[float, ...]  # one entry per timed forward of a whole batch
+
+    @property
+    def ms_per_clip(self) -> float:
+        return statistics.median(self.seconds) * 1e3 / self.batch_size
+
+    @property
+    def clips_per_s(self) -> float:
+        return 1e3 / self.ms_per_clip
+
+
+@torch.inference_mode()
+def time_forward(model: nn.Module, clips: torch.Tensor, warmup: int = 2, repeats: int = 5) -> Timing:
+    """Time ``model(clips)``: ``warmup`` untimed runs, then ``repeats`` timed ones (clips on the model's device)."""
+    model.eval()
+    for _ in range(warmup):
+        model(clips)
+    synchronize(clips.device)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(clips)
+        synchronize(clips.device)
+        seconds.append(time.perf_counter() - start)
+    return Timing(clips.shape[0], tuple(seconds))
+
+
+def random_clips(model: nn.Module, batch_size: int, dtype: torch.dtype, device: torch.device, seed: int = 0) -> torch.Tensor:
+    """A batch of random clips shaped for ``model`` (``B x 3 x F x H x W``)."""
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(seed)
+    clips = torch.randn(batch_size, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size, generator=gen)
+    return clips.to(device=device, dtype=dtype)
+
+
+def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "float32", device: str = "cpu",
+              warmup: int = 2, repeats: int = 5) -> list[dict]:
+    """ms/clip and clips/s of ``model`` at each r in ``rs``, plus the speed-up over r=0.
+
+    r=0 is measured first when ``rs`` lacks it. The model is moved to ``device``
+    and ``dtype``; r is set in turn and restored afterwards. Returns one dict per r.
+    """
+    if not any(normalize_r(r) == (0, 0, 0) for r in rs):
+        rs = [0, *rs]
+    torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
+    model = model.to(device=torch_device, dtype=torch_dtype)
+    clips = random_clips(model, batch_size, torch_dtype, torch_device)
+    original_r, rows = model.r, []
+    try:
+        for r in rs:
+            model.r = r
+            timing = time_forward(model, clips, warmup, repeats)
+            rows.append(dict(r=r, batch_size=batch_size, dtype=dtype, device=str(torch_device),
+                             ms_per_clip=timing.ms_per_clip, clips_per_s=timing.clips_per_s))
+    finally:
+        model.r = original_r
+    base = next(row for row in rows if normalize_r(row["r"]) == (0, 0, 0))
+    for row in rows:
+        row["speedup"] = base["ms_per_clip"] / row["ms_per_clip"]
+    return rows

@@ -1,0 +1,244 @@
+"""VideoMAE ViT classifier with STA pruning after three blocks.
+
+Parameter names match the VideoMAE release, so release checkpoints load with
+``strict=True``. Attention runs through ``scaled_dot_product_attention`` (see
+``attention.py``); STA only needs each pruned block's keys, never the
+attention matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sta.core.attention import attend
+from sta.core.methods import METHODS, ReductionState, check_method
+from sta.core.schedule import RSpec, build_stages, normalize_r, stage_blocks
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    tubelet_size: int = 2  # frames per token
+    num_frames: int = 16
+    img_size: int = 224
+    in_chans: int = 3
+    num_classes: int = 400  # Kinetics-400; 174 for Something-Something V2
+    norm_eps: float = 1e-6  # the release uses 1e-6 in every LayerNorm
+
+    @property
+    def num_slices(self) -> int:
+        """T: temporal slices (8 for 16 frames, tubelet 2)."""
+        return self.num_frames // self.tubelet_size
+
+    @property
+    def tokens_per_slice(self) -> int:
+        """S: spatial tokens per slice (196 for 224 / 16)."""
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+
+# The VideoMAE release's four sizes (ViT-S/B/L/H with 16x16 patches).
+MODEL_CONFIGS: dict[str, dict] = {
+    "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
+    "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
+    "vit_huge_patch16_224": dict(embed_dim=1280, depth=32, num_heads=16),
+}
+
+
+def sinusoid_table(num_positions: int, dim: int) -> Tensor:
+    """Fixed sin-cos position table, ``1 x num_positions x dim`` (as the release computes it, in float64)."""
+    pos = np.arange(num_positions, dtype=np.float64)[:, None]
+    angles = pos / np.power(10000, 2 * (np.arange(dim) // 2) / dim)
+    angles[:, 0::2] = np.sin(angles[:, 0::2])  # even channels: sin
+    angles[:, 1::2] = np.cos(angles[:, 1::2])  # odd channels: cos
+    return torch.tensor(angles, dtype=torch.float32)[None]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))  # the key bias is fixed at zero
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        """x: ``B x N x C`` -> (``B x N x C``, keys averaged over heads ``B x N x C/heads`` or None).
+
+        ``sizes`` (``B x N x 1``, merged-token counts) makes attention size-proportional (ToMe).
+        """
+        B, N, C = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).view(B, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each B x heads x N x head_dim
+        score_bias = None if sizes is None else sizes.log().to(q.dtype).view(B, 1, 1, N)
+        out = attend(q, k, v, score_bias)
+        out = self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return out, (k.mean(1) if return_keys else None)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        attn, keys = self.attn(self.norm1(x), return_keys, sizes)
+        x = x + attn
+        x = x + self.mlp(self.norm2(x))
+        return x, keys
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        kernel = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
+        self.proj = nn.Conv3d(cfg.in_chans, cfg.embed_dim, kernel_size=kernel, stride=kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``B x 3 x F x H x W`` -> ``B x T*S x C`` in slice-major order."""
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+@dataclass
+class TokenTrace:
+    """What one forward did to the tokens, for visualisation and tests.
+
+    ``positions[k]`` is ``B x L_k`` int64: the original positions
+    (``tau * S + s``, 0..T*S-1) of the tokens alive after pruning stage ``k``
+    (k = 0, 1, 2), in sequence order. A stage with r = 0 repeats the previous.
+    """
+
+    positions: list[Tensor] = field(default_factory=list)
+
+
+class VisionTransformer(nn.Module):
+    """VideoMAE ViT classifier; ``r`` (int or one per stage) sets STA's strength, 0 = no pruning."""
+
+    def __init__(self, cfg: ViTConfig, r: RSpec = 0, method: str = "sta"):
+        super().__init__()
+        if cfg.img_size % cfg.patch_size or cfg.num_frames % cfg.tubelet_size:
+            raise ValueError(
+                f"img_size {cfg.img_size} must be divisible by patch_size {cfg.patch_size} and num_frames "
+                f"{cfg.num_frames} by tubelet_size {cfg.tubelet_size}"
+            )
+        if cfg.embed_dim % cfg.num_heads:
+            raise ValueError(f"embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
+        self.cfg = cfg
+        self._method = "sta"
+        self.patch_embed = PatchEmbed(cfg)
+        num_tokens = cfg.num_slices * cfg.tokens_per_slice
+        self.register_buffer("pos_embed", sinusoid_table(num_tokens, cfg.embed_dim), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.depth)
+        )
+        self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self._trace_blocks = set(stage_blocks(cfg.depth))
+        self.r = r
+        self.method = method
+
+    @property
+    def r(self) -> tuple[int, int, int]:
+        """Tokens dropped per group at each of the three stages."""
+        return self._r
+
+    @r.setter
+    def r(self, value: RSpec) -> None:
+        # Validate now, so a bad r fails at creation / assignment, not mid-evaluation.
+        stages = build_stages(self.cfg.depth, self.cfg.num_slices, self.cfg.tokens_per_slice, value)
+        check_method(self._method, stages)
+        self.stages, self._r = stages, normalize_r(value)
+        self._stage_at = {stage.block: stage for stage in self.stages}
+
+    @property
+    def method(self) -> str:
+        """Token-reduction method (``sta.core.methods.METHODS``); ``"sta"`` is the default and the paper's."""
+        return self._method
+
+    @method.setter
+    def method(self, value: str) -> None:
+        check_method(value, self.stages)
+        self._method = value
+
+    def check_input(self, x: Tensor) -> None:
+        cfg = self.cfg
+        expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
+        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected clips of shape B x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
+
+    def forward_features(self, x: Tensor, trace: TokenTrace | None = None) -> Tensor:
+        """``B x 3 x F x H x W`` -> pooled, normalised features ``B x C``."""
+        self.check_input(x)
+        x = self.patch_embed(x) + self.pos_embed.to(x.dtype)
+        state = ReductionState()
+        if trace is not None:
+            state.positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        reduce = METHODS[self._method]
+        for i, block in enumerate(self.blocks):
+            stage = self._stage_at.get(i)
+            x, keys = block(x, return_keys=stage is not None, sizes=state.sizes)
+            if stage is not None:
+                x = reduce(x, keys, stage, state)
+            if trace is not None and i in self._trace_blocks:
+                trace.positions.append(state.positions)
+        return self.fc_norm(x.mean(1))
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
+        """Logits ``B x num_classes``; with ``return_trace=True`` also a :class:`TokenTrace`."""
+        trace = TokenTrace() if return_trace else None
+        logits = self.head(self.forward_features(x, trace))
+        return (logits, trace) if return_trace else logits
+
+
+def create_model(
+    name: str,
+    num_classes: int = 400,
+    num_frames: int = 16,
+    img_size: int = 224,
+    tubelet_size: int = 2,
+    r: RSpec = 0,
+    method: str = "sta",
+    **overrides,
+) -> VisionTransformer:
+    """A VideoMAE ViT by release name, e.g. ``create_model("vit_base_patch16_224", r=64)``.
+
+    ``overrides`` set any other :class:`ViTConfig` field (``patch_size``,
+    ``embed_dim``, ``depth``, ``num_heads``, ...), e.g. for tiny test models.
+    """
+    if name not in MODEL_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+    cfg = ViTConfig(
+        num_classes=num_classes, num_frames=num_frames, img_size=img_size, tubelet_size=tubelet_size,
+        **{**MODEL_CONFIGS[name], **overrides},
+    )
+    return VisionTransformer(cfg, r=r, method=method)

@@ -1,0 +1,41 @@
+"""Optional dependencies: import them where needed, or fail with the pip command that installs them.
+
+The core needs only torch, numpy and PyAV; each extra of ``pyproject.toml``
+unlocks one feature.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+HF_INSTALL_HINT = 'transformers is needed for Hugging Face models: pip install "sta-prune[hf]"'
+
+
+def require_transformers() -> ModuleType:
+    """The ``transformers`` module, or an ImportError that says how to install it."""
+    try:
+        import transformers
+    except ImportError as err:
+        raise ImportError(HF_INSTALL_HINT) from err
+    return transformers
+
+
+def require_pillow():
+    """``(PIL.Image, PIL.ImageDraw)``, or an ImportError naming the ``plot`` extra."""
+    try:
+        from PIL import Image, ImageDraw
+    except ImportError as err:
+        raise ImportError('images need Pillow: pip install "sta-prune[plot]"') from err
+    return Image, ImageDraw
+
+
+def require_matplotlib():
+    """``matplotlib.pyplot`` on the file-only Agg backend, or an ImportError naming the ``plot`` extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no display needed
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError('plots need matplotlib: pip install "sta-prune[plot]"') from err
+    return plt

@@ -1,0 +1,43 @@
+"""Accuracy vs GFLOPs curves from `sta eval` summaries (or any rows with the same keys)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from sta.utils.optional import require_matplotlib
+
+
+def read_summaries(paths: list[str | Path]) -> list[dict]:
+    """``summary.json`` files (or folders holding one) -> rows with method, r, gflops_per_view, top1."""
+    rows = []
+    for path in map(Path, paths):
+        file = path / "summary.json" if path.is_dir() else path
+        with open(file) as f:
+            summary = json.load(f)
+        model = summary.get("model", {})
+        rows.append(dict(method=model.get("method", "sta"), r=model.get("r"), top1=summary["top1"],
+                         gflops_per_view=summary["gflops_per_view"], source=str(file)))
+    return rows
+
+
+def plot_accuracy_vs_gflops(rows: list[dict], out: str | Path, title: str = "top-1 vs GFLOPs per view") -> Path:
+    """One line per ``method``, points sorted by GFLOPs; writes ``out`` (PNG, SVG or PDF by suffix)."""
+    plt = require_matplotlib()
+    lines: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        lines[row["method"]].append(row)
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for method, points in sorted(lines.items()):
+        points.sort(key=lambda p: p["gflops_per_view"])
+        ax.plot([p["gflops_per_view"] for p in points], [p["top1"] for p in points], marker="o", label=method)
+    ax.set_xlabel("GFLOPs per view (1 multiply-add = 1 FLOP)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,225 @@
+"""The paper's two pictures for any video: which tokens STA keeps, and where GradNorm puts the semantics.
+
+Images are composed pixel-exactly with numpy (each frame at its input
+resolution, no resampling) and written with Pillow, so every dropped token's
+patch is exactly white in the PNG and tests can check it. Pillow comes with
+the ``plot`` extra (``pip install "sta-prune[plot]"``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sta.models.vit import VisionTransformer
+from sta.data import IMAGENET_MEAN, IMAGENET_STD, read_test_views
+from sta.measure.flops import flops_report
+from sta.utils.optional import require_pillow
+
+GAP = 4  # pixels between tiles
+HEADER = 28  # pixels of title band above a grid
+LABEL = 96  # pixels of row-label column left of a grid
+# A perceptual dark-to-bright colour ramp (anchor points of matplotlib's "inferno").
+INFERNO = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
+                    [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- inputs
+
+def sample_clip(video: str | Path, model: VisionTransformer, protocol: str = "kinetics",
+                sampling_rate: int = 4) -> tuple[Tensor, np.ndarray]:
+    """The evaluation's sampling with one temporal segment and the centre crop.
+
+    Returns the model input ``3 x F x H x W`` (normalised) and the same frames
+    for display, ``F x H x W x 3`` uint8.
+    """
+    cfg = model.cfg
+    view = read_test_views(video, protocol, crop_size=cfg.img_size, num_crops=1, num_frames=cfg.num_frames,
+                           sampling_rate=sampling_rate, num_segments=1)[0]
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None, None], torch.tensor(IMAGENET_STD)[:, None, None, None]
+    frames = ((view.clip * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0)
+    return view.clip, frames.numpy()
+
+
+# --------------------------------------------------------------------------- token maps
+
+def kept_masks(positions: list[Tensor], num_tokens: int) -> np.ndarray:
+    """``positions[k]``: ``L_k`` original positions alive after stage k -> bool ``stages x T*S``."""
+    masks = np.zeros((len(positions), num_tokens), dtype=bool)
+    for k, pos in enumerate(positions):
+        masks[k, pos.cpu().numpy()] = True
+    return masks
+
+
+def token_gradnorm(model: VisionTransformer, clip: Tensor) -> tuple[Tensor, int]:
+    """Per token, ``||d logit_c / d e_i||_2`` with ``e_i`` the token's patch embedding and ``c`` the predicted class.
+
+    Computed on the model as it is (set ``model.r = 0`` for the unpruned map);
+    tokens dropped on the way get the gradient that reaches them through the
+    blocks before they were dropped. Returns (``T*S`` float32, predicted class).
+    """
+    captured: dict[str, Tensor] = {}
+
+    def keep_embedding(module, inputs, output):
+        output.retain_grad()
+        captured["embedding"] = output
+
+    handle = model.patch_embed.register_forward_hook(keep_embedding)
+    try:
+        with torch.enable_grad():
+            logits = model(clip[None])
+            predicted = int(logits[0].argmax())
+            logits[0, predicted].backward()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    return captured["embedding"].grad[0].norm(dim=-1).detach(), predicted
+
+
+def token_grid(values: np.ndarray, model: VisionTransformer) -> np.ndarray:
+    """``T*S`` per-token values -> ``F x H x W`` per-pixel map (each token covers its tubelet and patch)."""
+    cfg = model.cfg
+    side = cfg.img_size // cfg.patch_size
+    grid = values.reshape(cfg.num_slices, side, side)
+    grid = np.repeat(np.repeat(grid, cfg.patch_size, axis=1), cfg.patch_size, axis=2)
+    return np.repeat(grid, cfg.tubelet_size, axis=0)
+
+
+def paint_dropped(frames: np.ndarray, kept: np.ndarray, model: VisionTransformer) -> np.ndarray:
+    """Frames ``F x H x W x 3`` with every dropped token's patch (both frames of its tubelet) white."""
+    out = frames.copy()
+    out[~token_grid(kept, model).astype(bool)] = 255
+    return out
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """Values -> uint8 RGB through the colour ramp, scaled to their own min..max."""
+    lo, hi = float(values.min()), float(values.max())
+    t = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values, dtype=np.float64)
+    x = t * (len(INFERNO) - 1)
+    i = np.clip(np.floor(x).astype(int), 0, len(INFERNO) - 2)
+    frac = (x - i)[..., None]
+    return np.round(INFERNO[i] * (1 - frac) + INFERNO[i + 1] * frac).astype(np.uint8)
+
+
+def outline_kept(frames: np.ndarray, kept: np.ndarray, model: VisionTransformer,
+                 colour=(0, 255, 0)) -> np.ndarray:
+    """Frames with a 1-pixel outline around every kept token's patch."""
+    cfg = model.cfg
+    p, side = cfg.patch_size, cfg.img_size // cfg.patch_size
+    out = frames.copy()
+    for token in np.flatnonzero(kept):
+        tau, s = divmod(int(token), side * side)
+        y, x = divmod(s, side)
+        tile = out[tau * cfg.tubelet_size : (tau + 1) * cfg.tubelet_size, y * p : (y + 1) * p, x * p : (x + 1) * p]
+        tile[:, [0, -1], :] = colour
+        tile[:, :, [0, -1]] = colour
+    return out
+
+
+# --------------------------------------------------------------------------- layout
+
+@dataclass(frozen=True)
+class GridLayout:
+    """Where tile (row, col) sits in a composed image: top-left pixel."""
+
+    tile_h: int
+    tile_w: int
+
+    def origin(self, row: int, col: int) -> tuple[int, int]:
+        return HEADER + row * (self.tile_h + GAP), LABEL + col * (self.tile_w + GAP)
+
+    def size(self, rows: int, cols: int) -> tuple[int, int]:
+        return HEADER + rows * (self.tile_h + GAP), LABEL + cols * (self.tile_w + GAP)
+
+
+def compose(rows: list[np.ndarray], title: str, row_labels: list[str]):
+    """Rows of ``F x H x W x 3`` tiles -> one PIL image with a title band and row labels."""
+    Image, ImageDraw = require_pillow()
+    n_cols, tile_h, tile_w = rows[0].shape[0], rows[0].shape[1], rows[0].shape[2]
+    layout = GridLayout(tile_h, tile_w)
+    height, width = layout.size(len(rows), n_cols)
+    canvas = np.full((height, width, 3), 24, dtype=np.uint8)  # dark background: white patches stand out
+    for r, tiles in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            y, x = layout.origin(r, c)
+            canvas[y : y + tile_h, x : x + tile_w] = tile
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    draw.text((6, 8), title, fill=(255, 255, 255))
+    for r, label in enumerate(row_labels):
+        y, _ = layout.origin(r, 0)
+        draw.multiline_text((6, y + 6), label, fill=(255, 255, 255))
+    return image, layout
+
+
+# --------------------------------------------------------------------------- the command
+
+def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, protocol: str = "kinetics",
+              sampling_rate: int = 4, name: str | None = None) -> dict:
+    """Write ``kept_tokens.png``, ``gradnorm.png``, ``kept_tokens.gif`` and ``tokens.json`` for one video.
+
+    Uses ``model.r`` for the kept tokens and the unpruned model (r = 0) for the
+    GradNorm map. Returns what ``tokens.json`` holds.
+    """
+    Image, _ = require_pillow()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    cfg = model.cfg
+    clip, frames = sample_clip(video, model, protocol, sampling_rate)
+    num_tokens = cfg.num_slices * cfg.tokens_per_slice
+
+    with torch.inference_mode():
+        logits, trace = model(clip[None], return_trace=True)
+    masks = kept_masks([p[0] for p in trace.positions], num_tokens)
+    report = flops_report(model)
+
+    r = model.r
+    model.r = 0
+    try:
+        gradnorm, unpruned_class = token_gradnorm(model, clip)
+    finally:
+        model.r = r
+    gradnorm = gradnorm.numpy().astype(np.float64)
+    total = gradnorm.sum()
+    shares = [float(gradnorm[m].sum() / total) if total > 0 else float("nan") for m in masks]
+
+    r_text = ",".join(map(str, r)) if len(set(r)) > 1 else str(r[0])
+    stem = name or Path(video).name
+    painted = [paint_dropped(frames, m, model) for m in masks]
+    title = (f"{stem}  STA r={r_text}: tokens kept {' -> '.join(map(str, report.tokens))} of {num_tokens}, "
+             f"{report.gflops:.2f} GFLOPs/view")
+    kept_image, _ = compose(painted, title, [f"after\nstage {k + 1}\n{m.sum()} kept" for k, m in enumerate(masks)])
+    kept_image.save(out_dir / "kept_tokens.png")
+
+    heat = colorize(token_grid(gradnorm, model))
+    outlined = outline_kept(frames, masks[-1], model)
+    grad_image, _ = compose([heat, outlined],
+                            f"{stem}  GradNorm of the predicted class (unpruned model); STA r={r_text} keeps "
+                            f"{shares[-1]:.1%} of the GradNorm mass with {masks[-1].sum()}/{num_tokens} tokens",
+                            ["GradNorm", f"kept after\nstage 3"])
+    grad_image.save(out_dir / "gradnorm.png")
+
+    gif_frames = [Image.fromarray(np.concatenate([frames[f], *(p[f] for p in painted)], axis=1))
+                  for f in range(frames.shape[0])]
+    gif_frames[0].save(out_dir / "kept_tokens.gif", save_all=True, append_images=gif_frames[1:], duration=125,
+                       loop=0)
+
+    summary = dict(
+        video=str(video), r=list(r), tokens_per_stage=list(report.tokens), tokens_total=num_tokens,
+        gflops_per_view=report.gflops, predicted_class=int(logits[0].argmax()), unpruned_predicted_class=unpruned_class,
+        gradnorm_kept_share=shares[-1], gradnorm_kept_share_per_stage=shares,
+        kept_fraction_per_stage=[float(m.mean()) for m in masks],
+        kept_positions=[p[0].tolist() for p in trace.positions],
+        gradnorm=[float(v) for v in gradnorm],
+        files=dict(kept="kept_tokens.png", gradnorm="gradnorm.png", gif="kept_tokens.gif"),
+    )
+    with open(out_dir / "tokens.json", "w") as f:
+        json.dump(summary, f)
+    return summary

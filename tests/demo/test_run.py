@@ -1,0 +1,43 @@
+"""`sta demo` on the bundled trained model: accuracy bands per method (the README's table)."""
+
+import json
+
+import pytest
+
+from sta.demo.run import print_rows, run_demo, write_outputs
+
+# Held-out top-1 bands (percent) on the demo's 240 clips; measured: see README "What `make demo` shows".
+BANDS_R16 = {m: (97.0, 100.0) for m in ("sta", "temporal", "norm", "random", "tome")}
+BANDS_56_8_4 = {"sta": (97.0, 100.0), "temporal": (95.0, 100.0), "norm": (88.0, 99.0), "random": (65.0, 88.0)}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return run_demo(rs=(16, (56, 8, 4)), progress=False)
+
+
+def test_unpruned_and_bands(rows):
+    table = {(row.method, row.r): row for row in rows}
+    assert table[("none", 0)].top1 >= 95.0
+    for method, (lo, hi) in BANDS_R16.items():
+        assert lo <= table[(method, 16)].top1 <= hi, method
+    for method, (lo, hi) in BANDS_56_8_4.items():
+        assert lo <= table[(method, (56, 8, 4))].top1 <= hi, method
+    assert ("tome", (56, 8, 4)) not in table  # ToMe cannot merge more than half a group
+    assert table[("sta", (56, 8, 4))].top1 >= table[("random", (56, 8, 4))].top1 + 10
+
+
+def test_equal_token_counts_and_flops(rows):
+    at = [row for row in rows if row.r == (56, 8, 4)]
+    assert {row.tokens for row in at} == {(64, 32, 24)}
+    assert max(row.gflops for row in at) / min(row.gflops for row in at) < 1.02
+
+
+def test_outputs(rows, tmp_path, capsys):
+    print_rows(rows)
+    assert "56,8,4" in capsys.readouterr().out
+    files = write_outputs(rows, tmp_path)
+    data = json.loads(files["json"].read_text())
+    assert len(data) == len(rows) and {"method", "r", "top1", "gflops", "ms_per_clip"} <= set(data[0])
+    if "plot" in files:
+        assert files["plot"].stat().st_size > 10_000

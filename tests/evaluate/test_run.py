@@ -1,0 +1,176 @@
+"""`sta eval` / sta.evaluate: the multi-view protocol, skipped videos, resume, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sta.data import read_list_file
+from sta.evaluate.run import EvalSettings, ResumeMismatch, evaluate, video_scores
+from tests.videos import noise_video, solid_video
+
+GREYS = [20, 70, 120, 170, 220]  # class c <-> grey level GREYS[c]
+SETTINGS = EvalSettings(protocol="kinetics", num_frames=16, sampling_rate=2, num_segments=2, num_crops=3,
+                        crop_size=32, batch_size=4)
+
+
+class GreyReader(nn.Module):
+    """Reads the class off a solid-grey clip: logits = -distance of the mean pixel to each class's grey."""
+
+    def __init__(self, fail_after: int | None = None):
+        super().__init__()
+        self.centres = nn.Parameter(torch.tensor([(g / 255 - 0.456) / 0.224 for g in GREYS]), requires_grad=False)
+        self.calls, self.views_seen, self.fail_after = 0, 0, fail_after
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated stop")
+        self.views_seen += x.shape[0]
+        mean = x[:, 1].mean(dim=(1, 2, 3))  # green channel
+        return -(mean[:, None] - self.centres).abs() * 10
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """5 good videos (one deliberately mislabelled), plus a missing, an empty and a garbage file."""
+    root = tmp_path_factory.mktemp("k400")
+    lines = []
+    for c, grey in enumerate(GREYS):
+        solid_video(root / f"v{c}.mp4", grey, num_frames=30 + 7 * c)
+        label = c if c != 3 else 0  # v3 is labelled 0: a top-1 miss that top-5 still catches
+        lines.append(f"v{c}.mp4 {label}")
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "junk.mp4").write_bytes(os.urandom(2000))
+    lines += ["missing.mp4 1", "empty.mp4 2", "junk.mp4 3"]
+    (root / "test.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def entries_of(root):
+    return read_list_file(root / "test.csv", data_root=str(root))
+
+
+def test_known_accuracy_and_skips(dataset, tmp_path):
+    model = GreyReader()
+    summary = evaluate(model, entries_of(dataset), SETTINGS, tmp_path, {"name": "grey"}, progress=False)
+    assert summary["top1"] == pytest.approx(80.0) and summary["top5"] == pytest.approx(100.0)
+    assert summary["videos"] == 5 and summary["views"] == 5 * 6 and model.views_seen == 30
+    assert {s["video"] for s in summary["skipped"]} == {"missing.mp4", "empty.mp4", "junk.mp4"}
+    assert all(s["reason"] for s in summary["skipped"])
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["top1"] == summary["top1"] and len(on_disk["skipped"]) == 3
+    records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()[1:]]
+    assert sorted((r["video"], r["chunk"], r["crop"]) for r in records) == sorted(
+        (f"v{c}.mp4", ch, cr) for c in range(5) for ch in range(2) for cr in range(3))
+
+
+def test_resume_recomputes_only_missing_views(dataset, tmp_path):
+    full = evaluate(GreyReader(), entries_of(dataset), SETTINGS, tmp_path / "full", {"name": "grey"}, progress=False)
+    with pytest.raises(KeyboardInterrupt):  # stopped after 3 batches of 4 views
+        evaluate(GreyReader(fail_after=3), entries_of(dataset), SETTINGS, tmp_path / "resumed", {"name": "grey"},
+                 progress=False)
+    first = (tmp_path / "resumed" / "predictions.jsonl").read_text().splitlines()
+    assert len(first) == 1 + 12
+    with open(tmp_path / "resumed" / "predictions.jsonl", "a") as f:
+        f.write('{"index": 4, "chunk": 0, "cr')  # a line cut short by the crash
+    model = GreyReader()
+    resumed = evaluate(model, entries_of(dataset), SETTINGS, tmp_path / "resumed", {"name": "grey"}, progress=False)
+    assert model.views_seen == 30 - 12
+    assert resumed["resumed_views"] == 12
+    for key in ("top1", "top5", "videos", "views"):
+        assert resumed[key] == full[key]
+    lines = (tmp_path / "resumed" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 30 and all(json.loads(line) for line in lines)
+
+
+def test_resume_refuses_other_model_or_protocol(dataset, tmp_path):
+    evaluate(GreyReader(), entries_of(dataset), SETTINGS, tmp_path, {"name": "grey", "r": [0, 0, 0]},
+             progress=False)
+    with pytest.raises(ResumeMismatch, match=r"model\.r: stored \[0, 0, 0\], now \[4, 4, 4\]"):
+        evaluate(GreyReader(), entries_of(dataset), SETTINGS, tmp_path, {"name": "grey", "r": [4, 4, 4]},
+                 progress=False)
+    other = EvalSettings(**{**SETTINGS.__dict__, "num_crops": 1})
+    with pytest.raises(ResumeMismatch, match="protocol.num_crops"):
+        evaluate(GreyReader(), entries_of(dataset), other, tmp_path, {"name": "grey", "r": [0, 0, 0]},
+                 progress=False)
+
+
+def test_video_score_is_mean_of_view_softmaxes():
+    views = {(0, 0): [2.0, 0.0, 0.0], (1, 0): [0.0, 0.0, 3.0]}
+    expected = (np.exp([2, 0, 0]) / np.exp([2, 0, 0]).sum() + np.exp([0, 0, 3]) / np.exp([0, 0, 3]).sum()) / 2
+    np.testing.assert_allclose(video_scores(views), expected)
+
+
+def test_one_segment_one_crop_works(dataset, tmp_path):
+    settings = EvalSettings(**{**SETTINGS.__dict__, "num_segments": 1, "num_crops": 1})
+    summary = evaluate(GreyReader(), entries_of(dataset), settings, tmp_path, {"name": "grey"}, progress=False)
+    assert summary["views"] == 5 and summary["top1"] == pytest.approx(80.0)
+
+
+# ----------------------------------------------------------------------------------- CLI, torchrun
+
+def cli_eval(args, cwd, nproc=1):
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+            str(29500 + os.getpid() % 1000)] if nproc > 1 else [sys.executable]
+    # `--` stops torchrun's own parser, which would read --r as an abbreviation of its --rdzv-* options
+    cmd = base + ["-m", "sta"] + (["--"] if nproc > 1 else []) + ["eval", "--model", "vit_small_patch16_224", "--input-size", "32",
+                  "--nb-classes", "5", "--sampling-rate", "2", "--test-num-segment", "2", "--no-progress",
+                  "--json", "--num-workers", "0"] + args
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def noise_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("noise")
+    for i in range(5):
+        noise_video(root / f"n{i}.mp4", num_frames=24 + 5 * i, seed=i)
+    (root / "test.csv").write_text("".join(f"{root}/n{i}.mp4 {i % 5}\n" for i in range(5)) + f"{root}/gone.mp4 1\n")
+    return root
+
+
+def test_torchrun_two_processes_equal_one(noise_dataset, tmp_path):
+    common = ["--data-path", str(noise_dataset), "--r", "1"]
+    single = cli_eval(common + ["--output-dir", str(tmp_path / "one")], tmp_path)
+    double = cli_eval(common + ["--output-dir", str(tmp_path / "two")], tmp_path, nproc=2)
+    for key in ("top1", "top5", "videos", "views"):
+        assert double[key] == single[key]
+    assert double["world_size"] == 2 and [s["video"] for s in double["skipped"]] == [f"{noise_dataset}/gone.mp4"]
+    one = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(tmp_path / "one")}
+    two = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(tmp_path / "two")}
+    assert one.keys() == two.keys() and len(one) == 5 * 6
+    for key in one:
+        np.testing.assert_allclose(one[key], two[key], rtol=1e-4, atol=1e-5)
+
+
+def _records(folder: Path):
+    for path in sorted(folder.glob("predictions*.jsonl")):
+        yield from (json.loads(line) for line in path.read_text().splitlines()[1:])
+
+
+def test_cli_on_real_clips(sample_videos, tmp_path):
+    (tmp_path / "test.csv").write_text("bigbuckbunny.mp4 1\nbikes.mp4 3\n")
+    summary = cli_eval(["--data-path", str(tmp_path), "--data-root", str(sample_videos), "--r", "1",
+                        "--output-dir", str(tmp_path / "out")], tmp_path)
+    assert summary["videos"] == 2 and summary["views"] == 12 and summary["skipped"] == []
+    assert 0 <= summary["top1"] <= 100
+
+
+def test_cli_reports_bad_list_file(tmp_path, capsys):
+    from sta.cli import main
+
+    (tmp_path / "test.csv").write_text("a.mp4 1\nb.mp4\n")
+    assert main(["eval", "--data-path", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "test.csv" in err

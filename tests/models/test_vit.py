@@ -1,0 +1,145 @@
+"""The VideoMAE backbone with STA against the slow independent reference (tests/reference.py)."""
+
+import pytest
+import torch
+
+from tests.helpers import TINY, tiny_clips, tiny_model
+from tests.reference import reference_forward
+from sta import MODEL_CONFIGS, create_model
+
+RELEASE_KEYS_BLOCK = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.q_bias", "attn.v_bias",
+                      "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
+                      "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"}
+
+
+def run_both(model, clips, r):
+    with torch.no_grad():
+        logits, trace = model(clips, return_trace=True)
+    cfg = model.cfg
+    ref_logits, ref_positions = reference_forward(model.state_dict(), clips, patch_size=cfg.patch_size,
+                                                  tubelet_size=cfg.tubelet_size, num_heads=cfg.num_heads, r=r)
+    return logits, trace, ref_logits, ref_positions
+
+
+@pytest.mark.parametrize("r", [(0, 0, 0), (4, 4, 4), (1, 1, 1), (7, 7, 7), (4, 0, 9), (0, 10, 0), (15, 1, 1), (0, 0, 63)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_reference_tokens_and_logits(r, seed):
+    model = tiny_model(r=r, seed=seed)
+    logits, trace, ref_logits, ref_positions = run_both(model, tiny_clips(2, seed), r)
+    for b in range(2):
+        for k in range(3):
+            assert trace.positions[k][b].tolist() == ref_positions[b][k], f"clip {b} stage {k}"
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("frames,depth", [(8, 3), (24, 6), (32, 4)])  # T = 4, 12, 16 slices
+def test_other_frame_counts_and_depths_match_reference(frames, depth):
+    r = (2, 3, 2)
+    model = tiny_model(r=r, num_frames=frames, depth=depth)
+    logits, trace, ref_logits, ref_positions = run_both(model, tiny_clips(2, 3, frames=frames), r)
+    assert [p[0].tolist() for p in trace.positions] == ref_positions[0]
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_results_do_not_depend_on_batch_size():
+    model = tiny_model(r=5)
+    clips = tiny_clips(5, seed=7)
+    with torch.no_grad():
+        batch_logits, batch_trace = model(clips, return_trace=True)
+        for i in range(5):
+            logits, trace = model(clips[i : i + 1], return_trace=True)
+            torch.testing.assert_close(logits[0], batch_logits[i], rtol=1e-5, atol=1e-5)
+            for k in range(3):
+                assert torch.equal(trace.positions[k][0], batch_trace.positions[k][i])
+
+
+def test_trace_positions_follow_the_token_counts():
+    model = tiny_model(r=4)
+    with torch.no_grad():
+        _, trace = model(tiny_clips(1), return_trace=True)
+    assert [p.shape[1] for p in trace.positions] == [8 * 12, 4 * (24 - 4), 2 * (40 - 4)]
+    for before, after in zip(trace.positions, trace.positions[1:]):
+        assert set(after[0].tolist()) <= set(before[0].tolist())
+    # after stage 0 every slice keeps exactly 16 - 4 of its own tokens, slices in order
+    assert torch.equal(trace.positions[0][0] // 16, torch.arange(8).repeat_interleave(12))
+
+
+def test_r_zero_is_plain_videomae_and_r_can_change():
+    model = tiny_model(r=0)
+    clips = tiny_clips(2)
+    with torch.no_grad():
+        plain = model(clips)
+        model.r = 6
+        pruned = model(clips)
+        model.r = 0
+        again = model(clips)
+    assert not torch.allclose(plain, pruned)
+    assert torch.equal(plain, again)
+
+
+def test_state_dict_uses_release_keys():
+    keys = set(tiny_model().state_dict())
+    expected = {"patch_embed.proj.weight", "patch_embed.proj.bias", "fc_norm.weight", "fc_norm.bias",
+                "head.weight", "head.bias"}
+    expected |= {f"blocks.{i}.{k}" for i in range(3) for k in RELEASE_KEYS_BLOCK}
+    assert keys == expected
+
+
+@pytest.mark.parametrize("r", [16, (0, 0, 64), (15, 2, 0), -1, (1, 2), 2.5])
+def test_r_that_cannot_fit_is_a_value_error(r):
+    with pytest.raises(ValueError):
+        tiny_model(r=r)
+    model = tiny_model()
+    with pytest.raises(ValueError):
+        model.r = r
+    assert model.r == (0, 0, 0)  # a refused r leaves the model as it was
+
+
+def test_largest_fitting_r_works():
+    model = tiny_model(r=(15, 1, 1))  # every group keeps exactly one token at every stage
+    with torch.no_grad():
+        _, trace = model(tiny_clips(1), return_trace=True)
+    assert [p.shape[1] for p in trace.positions] == [8, 4, 2]
+
+
+@pytest.mark.parametrize("frames", [12, 20])  # T = 6, 10: not divisible by 4
+def test_slices_not_divisible_by_four_are_refused_when_pruning(frames):
+    with pytest.raises(ValueError, match="divisible by 4"):
+        tiny_model(r=2, num_frames=frames)
+
+
+def test_wrong_clip_shape_is_a_value_error():
+    model = tiny_model(r=2)
+    with pytest.raises(ValueError, match="expected clips of shape"):
+        model(torch.zeros(1, 3, 8, 32, 32))
+    with pytest.raises(ValueError, match="expected clips of shape"):
+        model(torch.zeros(3, 16, 32, 32))
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("vit_tiny")
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_registry_sizes_build_on_meta(name):
+    with torch.device("meta"):
+        model = create_model(name, r=64)
+    cfg = model.cfg
+    assert (cfg.num_slices, cfg.tokens_per_slice) == (8, 196)
+    assert [s.block for s in model.stages] == [0, cfg.depth // 3, 2 * cfg.depth // 3]
+    assert [s.tokens_out for s in model.stages] == [1056, 800, 672]
+
+
+@pytest.mark.parametrize("bad", [dict(img_size=30), dict(num_frames=15), dict(embed_dim=33)])
+def test_shapes_that_cannot_be_tokenised_fail_at_creation(bad):
+    with pytest.raises(ValueError):
+        tiny_model(**bad)
+
+
+def test_unpruned_model_takes_any_frame_count():
+    model = tiny_model(r=0, num_frames=12)  # T = 6: no STA layout, but plain VideoMAE works
+    with torch.no_grad():
+        assert model(tiny_clips(1, frames=12)).shape == (1, 5)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model.r = 1
