@@ -1,11 +1,11 @@
 """sta-prune: Semantic-aware Temporal Accumulation (STA) token pruning for VideoMAE video transformers."""
 
 from sta.adapters.hf import patch_hf
-from sta.models.vit import MODEL_CONFIGS, TokenTrace, ViTConfig, VisionTransformer, create_model
-from sta.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from sta.measure.flops import count_flops, flops_report
 from sta.core.prune import sta_keep_indices
 from sta.core.schedule import PruneStage, build_stages, tokens_after_stages
+from sta.measure.flops import count_flops, flops_report
+from sta.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from sta.models.vit import MODEL_CONFIGS, TokenTrace, VisionTransformer, ViTConfig, create_model
 
 __version__ = "0.1.0"
 

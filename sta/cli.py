@@ -10,11 +10,11 @@ import warnings
 
 import torch
 
-from sta.models.vit import MODEL_CONFIGS, create_model
 from sta.core.methods import METHODS
-from sta.models.checkpoint import CheckpointError
-from sta.evaluate import DATASETS, ResumeMismatch
 from sta.core.schedule import format_r
+from sta.evaluate import DATASETS, ResumeMismatch
+from sta.models.checkpoint import CheckpointError
+from sta.models.vit import MODEL_CONFIGS, create_model
 
 # Errors caused by what the user passed (options, files): one line, exit code 2, no traceback.
 USER_ERRORS = (ValueError, OSError, ImportError, CheckpointError, ResumeMismatch)
@@ -51,8 +51,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def build_model(args, device: str = "meta"):
     with torch.device(device):
         if args.hf_model:  # the architecture from config.json; flops and bench need no weights
-            from sta.models.vit import VisionTransformer
             from sta.models.convert import read_hf_config
+            from sta.models.vit import VisionTransformer
 
             return VisionTransformer(read_hf_config(args.hf_model), method=args.method)
         return create_model(args.model, num_classes=args.nb_classes, num_frames=args.num_frames,
@@ -119,8 +119,8 @@ def cmd_flops(args) -> None:
         print(json.dumps(rows))
         return
     cfg = model.cfg
-    print(f"{args.hf_model or args.model}, method {args.method}, {cfg.num_frames}x{cfg.img_size}x{cfg.img_size} per view; "
-          "GFLOPs = 1e9 multiply-adds (the paper's convention)")
+    print(f"{args.hf_model or args.model}, method {args.method}, {cfg.num_frames}x{cfg.img_size}x{cfg.img_size} "
+          "per view; GFLOPs = 1e9 multiply-adds (the paper's convention)")
     table = [dict(row, r=format_r(row["r"]), tokens=" -> ".join(map(str, row["tokens"]))) for row in rows]
     print_table(table, [("r", "r", ""), ("tokens", "tokens after stages 1/2/3", ""),
                         ("gflops", "GFLOPs/view", ".2f"), ("reduction", "reduction", ".1%")])
@@ -146,8 +146,8 @@ def cmd_bench(args) -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"{args.hf_model or args.model}, method {args.method}, batch {args.batch_size}, {args.dtype} on {rows[0]['device']}; "
-          f"median of {args.repeats} runs after {args.warmup} warm-up")
+    print(f"{args.hf_model or args.model}, method {args.method}, batch {args.batch_size}, {args.dtype} on "
+          f"{rows[0]['device']}; median of {args.repeats} runs after {args.warmup} warm-up")
     table = [dict(row, r=format_r(row["r"])) for row in rows]
     print_table(table, [("r", "r", ""), ("ms_per_clip", "ms/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
                         ("speedup", "speed-up vs r=0", ".2f")])
@@ -156,8 +156,8 @@ def cmd_bench(args) -> None:
 def cmd_eval(args) -> None:
     from sta.data import read_list_file
     from sta.evaluate import EvalSettings, evaluate
-    from sta.utils.distributed import init_distributed
     from sta.models.loading import load_model
+    from sta.utils.distributed import init_distributed
 
     protocol, default_classes, default_segments = DATASETS[args.data_set]
     num_classes = args.nb_classes or default_classes
@@ -228,9 +228,7 @@ DATASETS_PROTOCOL = {name: protocol for name, (protocol, _, _) in DATASETS.items
 
 
 def cmd_demo(args) -> None:
-    from sta.demo.run import print_rows, run_demo, write_outputs
-
-    from sta.demo.run import DEMO_RS
+    from sta.demo.run import DEMO_RS, print_rows, run_demo, write_outputs
 
     rs = tuple(args.r) if args.r else DEMO_RS
     if args.flops_reduction is not None or args.keep_ratio is not None:

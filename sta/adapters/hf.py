@@ -50,10 +50,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sta.core.attention import attend
-from sta.models.vit import TokenTrace
-from sta.utils.optional import require_transformers
 from sta.core.methods import METHODS, ReductionState
 from sta.core.schedule import PruneStage, RSpec, build_stages, normalize_r, stage_blocks
+from sta.models.vit import TokenTrace
+from sta.utils.optional import require_transformers
 
 __all__ = ["patch_hf", "forward_with_trace"]
 

@@ -17,8 +17,8 @@ own scoring cost, which the FLOPs counter counts too).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

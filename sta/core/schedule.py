@@ -8,12 +8,13 @@ token count is known from the configuration alone (static shapes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 NUM_STAGES = 3
 
-RSpec = Union[int, Sequence[int]]
+RSpec = Union[int, Sequence[int]]  # noqa: UP007 (a runtime alias; `|` needs Python 3.10 objects)
 
 
 @dataclass(frozen=True)

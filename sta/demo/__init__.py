@@ -1,1 +1,1 @@
-"""The bundled proxy: a synthetic video task (``proxy``), a ViT trained on it (``assets/``), and `sta demo` (``run``)."""
+"""The bundled proxy: a synthetic video task (``proxy``), a ViT trained on it (``assets/``), `sta demo` (``run``)."""

@@ -255,8 +255,8 @@ def load_proxy_model(r=0, path=None):
     The architecture is rebuilt from the checkpoint's ``args`` (width, depth,
     heads, classes, frames, size, patch), so the file alone defines the model.
     """
-    from sta.models.vit import create_model
     from sta.models.checkpoint import CheckpointError, extract_state_dict, read_checkpoint
+    from sta.models.vit import create_model
 
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     ckpt = read_checkpoint(path)

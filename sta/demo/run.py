@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from sta.measure.flops import flops_report
 from sta.core.methods import METHODS
-from sta.utils.progress import Progress
-from sta.demo.proxy import PROXY_TASK, load_proxy_model, make_clips
 from sta.core.schedule import RSpec, format_r
+from sta.demo.proxy import PROXY_TASK, load_proxy_model, make_clips
+from sta.measure.flops import flops_report
+from sta.utils.progress import Progress
 
 # Tokens dropped per group (one r, or one per stage). Stage 0 groups hold 64 tokens; the last three
 # schedules keep 48, 32 and 22 of the 512 tokens, where the methods part ways. ToMe merges at most

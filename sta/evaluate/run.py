@@ -15,9 +15,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ from torch import nn
 
 from sta.data import VideoDecodeError, VideoEntry, read_test_views
 from sta.measure.flops import flops_report
-from sta.utils.progress import Progress
 from sta.utils.device import parse_dtype, resolve_device
+from sta.utils.progress import Progress
 
 DATASETS = {  # --data_set -> (sampling protocol, classes, default temporal segments)
     "Kinetics-400": ("kinetics", 400, 5),
@@ -102,7 +102,7 @@ def load_predictions(output_dir: Path, expected: dict) -> dict[int, dict[tuple[i
             except json.JSONDecodeError:
                 if number == len(lines):  # interrupted mid-write
                     continue
-                raise ResumeMismatch(f"{path}, line {number}: not valid JSON; remove the file to start over")
+                raise ResumeMismatch(f"{path}, line {number}: not valid JSON; remove the file to start over") from None
             done.setdefault(rec["index"], {})[(rec["chunk"], rec["crop"])] = rec["logits"]
     return done
 
@@ -226,7 +226,7 @@ class Tally:
     top1: int = 0
     top5: int = 0
 
-    def __add__(self, other: "Tally") -> "Tally":
+    def __add__(self, other: Tally) -> Tally:
         return Tally(self.videos + other.videos, self.views + other.views, self.top1 + other.top1,
                      self.top5 + other.top5)
 

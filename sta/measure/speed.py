@@ -12,6 +12,7 @@ from torch import nn
 from sta.core.schedule import normalize_r
 from sta.utils.device import parse_dtype, resolve_device, synchronize
 
+
 @dataclass(frozen=True)
 class Timing:
     batch_size: int
@@ -42,7 +43,8 @@ def time_forward(model: nn.Module, clips: torch.Tensor, warmup: int = 2, repeats
     return Timing(clips.shape[0], tuple(seconds))
 
 
-def random_clips(model: nn.Module, batch_size: int, dtype: torch.dtype, device: torch.device, seed: int = 0) -> torch.Tensor:
+def random_clips(model: nn.Module, batch_size: int, dtype: torch.dtype, device: torch.device,
+                 seed: int = 0) -> torch.Tensor:
     """A batch of random clips shaped for ``model`` (``B x 3 x F x H x W``)."""
     cfg = model.cfg
     gen = torch.Generator().manual_seed(seed)

@@ -19,8 +19,9 @@ try:
 
     _multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
     for _fn in (_multiarray._reconstruct, _multiarray.scalar):
-        SAFE_GLOBALS += [(_fn, f"numpy.core.multiarray.{_fn.__name__}"), (_fn, f"numpy._core.multiarray.{_fn.__name__}")]
-    SAFE_GLOBALS += [np.ndarray, np.dtype] + [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "bool")]
+        SAFE_GLOBALS += [(_fn, f"numpy.{core}.multiarray.{_fn.__name__}") for core in ("core", "_core")]
+    SAFE_GLOBALS += [np.ndarray, np.dtype]
+    SAFE_GLOBALS += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "bool")]
 except (ImportError, AttributeError):  # numpy moved these again; tensors alone still load
     pass
 
@@ -55,7 +56,8 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe: bool = False) -> dict
                 "--allow-unsafe-checkpoint (Python: allow_unsafe=True)."
             ) from err
         detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        reason = detail.group(1).strip() if detail else text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        first_line = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        reason = detail.group(1).strip() if detail else first_line
         raise CheckpointError(f"checkpoint {path!r} is not a readable PyTorch file: {reason}") from err
 
 

@@ -41,11 +41,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from sta.models.vit import MODEL_CONFIGS, ViTConfig, VisionTransformer, sinusoid_table
-from sta.models.checkpoint import check_state_dict, extract_state_dict, read_checkpoint
 from sta.core.schedule import RSpec
+from sta.models.checkpoint import check_state_dict, extract_state_dict, read_checkpoint
+from sta.models.vit import MODEL_CONFIGS, VisionTransformer, ViTConfig, sinusoid_table
 from sta.utils.optional import require_transformers
-
 
 HF_PREFIX = "videomae."  # where VideoMAEForVideoClassification keeps its VideoMAEModel
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sta.models.vit import VisionTransformer, create_model
-from sta.models.checkpoint import load_checkpoint
 from sta.core.schedule import RSpec
+from sta.models.checkpoint import load_checkpoint
+from sta.models.vit import VisionTransformer, create_model
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ attention matrix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 import torch.nn.functional as F

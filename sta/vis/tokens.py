@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sta.models.vit import VisionTransformer
 from sta.data import IMAGENET_MEAN, IMAGENET_STD, read_test_views
 from sta.measure.flops import flops_report
+from sta.models.vit import VisionTransformer
 from sta.utils.optional import require_pillow
 
 GAP = 4  # pixels between tiles
@@ -203,7 +203,7 @@ def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, 
     grad_image, _ = compose([heat, outlined],
                             f"{stem}  GradNorm of the predicted class (unpruned model); STA r={r_text} keeps "
                             f"{shares[-1]:.1%} of the GradNorm mass with {masks[-1].sum()}/{num_tokens} tokens",
-                            ["GradNorm", f"kept after\nstage 3"])
+                            ["GradNorm", "kept after\nstage 3"])
     grad_image.save(out_dir / "gradnorm.png")
 
     gif_frames = [Image.fromarray(np.concatenate([frames[f], *(p[f] for p in painted)], axis=1))

@@ -13,10 +13,10 @@ pytest.importorskip("transformers")
 from transformers import VideoMAEForVideoClassification, VideoMAEModel  # noqa: E402
 from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput  # noqa: E402
 
-from tests.helpers import randomize_, tiny_clips, tiny_model  # noqa: E402
 from sta import tokens_after_stages  # noqa: E402
 from sta.adapters.hf import _pruned_forward, forward_with_trace, patch_hf  # noqa: E402
 from sta.models.convert import hf_config_from_release, hf_model_from_release  # noqa: E402
+from tests.helpers import randomize_, tiny_clips, tiny_model  # noqa: E402
 
 # older transformers (4.40 checked) have no SDPA for VideoMAE, only eager attention
 IMPLS = ["eager", "sdpa"] if getattr(VideoMAEForVideoClassification, "_supports_sdpa", False) else ["eager"]

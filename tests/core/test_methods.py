@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from tests.helpers import tiny_clips, tiny_model
 from sta.core.methods import METHODS, ReductionState, norm_indices, random_indices, tome_merge
 from sta.core.prune import sta_keep_indices
 from sta.core.schedule import PruneStage
+from tests.helpers import tiny_clips, tiny_model
 
 STAGE = PruneStage(block=0, num_groups=2, r=2, reverse=False, tokens_in=12, tokens_out=8)
 

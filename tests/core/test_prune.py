@@ -11,7 +11,8 @@ def unit(rows):
 
 
 def test_semantic_scores_min_max_per_group_and_flat_group_is_zero():
-    x = torch.tensor([[[1.0, -1.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0], [5.0, -5.0], [-5.0, 5.0]]])  # L1: 2 3 2 | 10 10 10
+    # L1 norms: 2 3 2 | 10 10 10
+    x = torch.tensor([[[1.0, -1.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0], [5.0, -5.0], [-5.0, 5.0]]])
     s = semantic_scores(x, num_groups=2)
     assert torch.allclose(s[0, 0], torch.tensor([0.0, 1.0, 0.0]))
     assert torch.equal(s[0, 1], torch.zeros(3))  # zero range: no NaN

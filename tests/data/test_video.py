@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import SAMPLE_VIDEOS
 from sta.data import (
     SampledFrames,
     VideoDecodeError,
@@ -20,6 +19,7 @@ from sta.data import (
     read_video_frames,
     temporal_view_indices,
 )
+from tests.helpers import SAMPLE_VIDEOS
 
 NUM_FRAMES, HEIGHT, WIDTH = 40, 48, 64
 # Lossless H.264 still goes through yuv420p and back, so allow a few levels.

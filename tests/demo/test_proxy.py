@@ -120,7 +120,8 @@ def test_bundled_checkpoint_small_and_safe():
     args = ckpt["args"]
     assert args["depth"] == 12 and args["num_classes"] == PROXY_TASK.num_classes
     assert args["num_frames"] == PROXY_TASK.num_frames and args["img_size"] == PROXY_TASK.size
-    assert args["task"] == {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(ProxyTask()).items()}
+    task = dataclasses.asdict(ProxyTask())
+    assert args["task"] == {k: list(v) if isinstance(v, tuple) else v for k, v in task.items()}
     assert args["top1"] >= 0.95
 
 

@@ -122,7 +122,8 @@ def cli_eval(args, cwd, nproc=1):
     base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
             str(29500 + os.getpid() % 1000)] if nproc > 1 else [sys.executable]
     # `--` stops torchrun's own parser, which would read --r as an abbreviation of its --rdzv-* options
-    cmd = base + ["-m", "sta"] + (["--"] if nproc > 1 else []) + ["eval", "--model", "vit_small_patch16_224", "--input-size", "32",
+    cmd = base + ["-m", "sta"] + (["--"] if nproc > 1 else []) + [
+                  "eval", "--model", "vit_small_patch16_224", "--input-size", "32",
                   "--nb-classes", "5", "--sampling-rate", "2", "--test-num-segment", "2", "--no-progress",
                   "--json", "--num-workers", "0"] + args
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

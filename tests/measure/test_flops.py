@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from tests.helpers import tiny_clips, tiny_model
 from sta import create_model, flops_report
 from sta.measure.flops import FlopCounter, count_flops
+from tests.helpers import tiny_clips, tiny_model
 
 # GFLOPs per view (1 multiply-add = 1 FLOP), copied from docs/algorithm.md (the authors' code, counted by fvcore).
 PAPER = {

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import tiny_clips, tiny_model
 from sta import CheckpointError, load_checkpoint
+from tests.helpers import tiny_clips, tiny_model
 
 
 class NotAllowListed:  # stands for any pickled object whose unpickling could run code

@@ -11,14 +11,22 @@ pytest.importorskip("transformers")
 
 from transformers import VideoMAEForVideoClassification, VideoMAEModel  # noqa: E402
 
-from tests.helpers import TINY, randomize_, tiny_clips, tiny_model  # noqa: E402
 from sta import ViTConfig, create_model  # noqa: E402
 from sta.models.checkpoint import read_checkpoint  # noqa: E402
 from sta.models.convert import (  # noqa: E402
-    backbone_from_hf, convert_checkpoint, hf_config_from_release, hf_model_from_release,
-    hf_to_release, infer_release_config, installed_bias_layout, load_hf_as_backbone, read_hf_config,
-    release_config_from_hf, release_to_hf,
+    backbone_from_hf,
+    convert_checkpoint,
+    hf_config_from_release,
+    hf_model_from_release,
+    hf_to_release,
+    infer_release_config,
+    installed_bias_layout,
+    load_hf_as_backbone,
+    read_hf_config,
+    release_config_from_hf,
+    release_to_hf,
 )
+from tests.helpers import TINY, randomize_, tiny_clips, tiny_model  # noqa: E402
 
 TINY_CFG = ViTConfig(**{k: v for k, v in TINY.items() if k != "num_classes"}, num_classes=5)
 

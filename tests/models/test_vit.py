@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from tests.helpers import TINY, tiny_clips, tiny_model
-from tests.reference import reference_forward
 from sta import MODEL_CONFIGS, create_model
+from tests.helpers import tiny_clips, tiny_model
+from tests.reference import reference_forward
 
 RELEASE_KEYS_BLOCK = {"norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.q_bias", "attn.v_bias",
                       "attn.proj.weight", "attn.proj.bias", "norm2.weight", "norm2.bias",
@@ -21,7 +21,8 @@ def run_both(model, clips, r):
     return logits, trace, ref_logits, ref_positions
 
 
-@pytest.mark.parametrize("r", [(0, 0, 0), (4, 4, 4), (1, 1, 1), (7, 7, 7), (4, 0, 9), (0, 10, 0), (15, 1, 1), (0, 0, 63)])
+@pytest.mark.parametrize(
+    "r", [(0, 0, 0), (4, 4, 4), (1, 1, 1), (7, 7, 7), (4, 0, 9), (0, 10, 0), (15, 1, 1), (0, 0, 63)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_matches_reference_tokens_and_logits(r, seed):
     model = tiny_model(r=r, seed=seed)

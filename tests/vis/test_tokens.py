@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import tiny_model
 from sta.vis.tokens import GridLayout, colorize, sample_clip, token_gradnorm, visualize
+from tests.helpers import tiny_model
 from tests.videos import noise_video
 
 PIL = pytest.importorskip("PIL")
