@@ -1,4 +1,8 @@
-"""The ``sta`` command: parses arguments and calls library functions, nothing more."""
+"""The ``sta`` command: parses arguments and calls library functions, nothing more.
+
+Errors caused by what the user passed (options, files, videos) print one line
+and exit with status 2; ``--debug`` (or ``STA_DEBUG=1``) shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,65 @@ import warnings
 
 import torch
 
+from sta import __version__
 from sta.core.methods import METHODS
 from sta.core.schedule import format_r
+from sta.data import ListFileError, VideoDecodeError
 from sta.evaluate import DATASETS, ResumeMismatch
 from sta.models.checkpoint import CheckpointError
-from sta.models.vit import MODEL_CONFIGS, create_model
+from sta.models.vit import MODEL_CONFIGS
 
 # Errors caused by what the user passed (options, files): one line, exit code 2, no traceback.
-USER_ERRORS = (ValueError, OSError, ImportError, CheckpointError, ResumeMismatch)
+USER_ERRORS = (ValueError, OSError, ImportError, CheckpointError, ResumeMismatch, VideoDecodeError, ListFileError)
+# Model options an --hf-model directory decides itself (from its config.json).
+HF_DECIDES = ("model", "ckpt_path", "nb_classes", "num_frames", "input_size", "tubelet_size")
+DEFAULTS = dict(model="vit_base_patch16_224", num_frames=16, input_size=224, tubelet_size=2)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+# --------------------------------------------------------------------------- option types
+
+def int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:1``, ``mps``: refused here when torch does not know the device type."""
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
+    return text
 
 
 def parse_r(text: str) -> int | tuple[int, ...]:
@@ -26,71 +81,109 @@ def parse_r(text: str) -> int | tuple[int, ...]:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"r must be an int or comma-separated ints, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"r must be 0 or more, got {text!r}")
     return values[0] if len(values) == 1 else values
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="vit_base_patch16_224", choices=sorted(MODEL_CONFIGS))
-    p.add_argument("--num-frames", "--num_frames", type=int, default=16)
-    p.add_argument("--input-size", "--input_size", type=int, default=224)
-    p.add_argument("--tubelet-size", "--tubelet_size", type=int, default=2)
-    p.add_argument("--nb-classes", "--nb_classes", type=int, default=400)
-    p.add_argument("--hf-model", help="local Hugging Face VideoMAE directory instead of --model (and --ckpt_path)")
-    p.add_argument("--r", type=parse_r, nargs="+", default=[0],
-                   help="tokens dropped per group; several values sweep; 64,32,16 sets each stage")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--flops-reduction", type=float,
-                        help="pick the smallest r saving at least this fraction of FLOPs (e.g. 0.35); replaces --r")
-    budget.add_argument("--keep-ratio", type=float,
-                        help="pick the smallest r leaving at most this fraction of tokens after the last stage")
-    p.add_argument("--method", default="sta", choices=sorted(METHODS),
+# --------------------------------------------------------------------------- shared options
+
+def add_model_args(p: argparse.ArgumentParser, weights: bool) -> None:
+    """Which model: a release size (+ checkpoint), or a Hugging Face directory."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=sorted(MODEL_CONFIGS),
+                   help=f"VideoMAE size (default: {DEFAULTS['model']})")
+    if weights:
+        g.add_argument("--ckpt-path", "--ckpt_path", "--finetune", help="VideoMAE release checkpoint (.pth); "
+                       "without one the model has random weights")
+        g.add_argument("--allow-unsafe-checkpoint", action="store_true",
+                       help="unpickle a checkpoint that needs arbitrary code (can run code: only for files you trust)")
+    g.add_argument("--hf-model", help="local Hugging Face VideoMAE directory, instead of --model"
+                   + (" and --ckpt-path" if weights else "") + "; frames, size and classes come from its config")
+    g.add_argument("--num-frames", "--num_frames", type=positive_int, help="frames per clip (default: 16)")
+    g.add_argument("--input-size", "--input_size", type=positive_int,
+                   help="frame height = width fed to the model (default: 224)")
+    g.add_argument("--tubelet-size", "--tubelet_size", type=positive_int, help="frames per token (default: 2)")
+    g.add_argument("--nb-classes", "--nb_classes", type=positive_int,
+                   help="classifier outputs (default: the dataset's, else 400)")
+
+
+def add_pruning_args(p: argparse.ArgumentParser, sweep: bool, default_r: str = "0") -> None:
+    g = p.add_argument_group("pruning")
+    if sweep:
+        g.add_argument("--r", type=parse_r, nargs="+", default=[parse_r(default_r)],
+                       help="tokens dropped per group; several values sweep (one row each); 64,32,16 sets each stage")
+    else:
+        g.add_argument("--r", type=parse_r, help=f"tokens dropped per group (one value; 64,32,16 sets each stage) "
+                       f"(default: {default_r})")
+    budget = g.add_mutually_exclusive_group()
+    budget.add_argument("--flops-reduction", type=fraction,
+                        help="instead of --r: the smallest r saving at least this fraction of FLOPs (e.g. 0.35)")
+    budget.add_argument("--keep-ratio", type=fraction,
+                        help="instead of --r: the smallest r leaving at most this fraction of tokens at the end")
+    g.add_argument("--method", default="sta", choices=sorted(METHODS),
                    help="token reduction at STA's token counts (sta is the paper's; the rest are baselines)")
-    p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
+
+
+def resolve_model_args(args) -> None:
+    """Refuse model options that --hf-model would silently override; fill the defaults otherwise."""
+    if args.hf_model:
+        given = [name for name in HF_DECIDES if getattr(args, name, None) not in (None, False)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"--hf-model takes frames, size, classes and weights from its config: drop {flags}")
+        return
+    for name, value in DEFAULTS.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
 
 
 def build_model(args, device: str = "meta"):
+    """The architecture the options name (no weights), for commands that only count or time it."""
+    from sta.models.vit import VisionTransformer, create_model
+
+    resolve_model_args(args)
     with torch.device(device):
-        if args.hf_model:  # the architecture from config.json; flops and bench need no weights
+        if args.hf_model:
             from sta.models.convert import read_hf_config
-            from sta.models.vit import VisionTransformer
 
             return VisionTransformer(read_hf_config(args.hf_model), method=args.method)
-        return create_model(args.model, num_classes=args.nb_classes, num_frames=args.num_frames,
+        return create_model(args.model, num_classes=args.nb_classes or 400, num_frames=args.num_frames,
                             img_size=args.input_size, tubelet_size=args.tubelet_size, method=args.method)
 
 
-def apply_budget(args, model) -> None:
-    """With --flops-reduction / --keep-ratio, replace args.r by the r that meets it, and say which."""
+def load_weighted_model(args, num_classes: int):
+    """The model with its weights (release checkpoint, HF directory, or seeded random) and its description."""
+    from sta.models.loading import ModelSpec, load_model
+
+    resolve_model_args(args)
+    spec = ModelSpec(name=args.model or DEFAULTS["model"], ckpt_path=getattr(args, "ckpt_path", None),
+                     hf_model=args.hf_model, num_classes=num_classes, num_frames=args.num_frames or 16,
+                     img_size=args.input_size or 224, tubelet_size=args.tubelet_size or 2,
+                     allow_unsafe=getattr(args, "allow_unsafe_checkpoint", False))
+    return load_model(spec, r=0, method=args.method)
+
+
+def budget_r(args, model):
+    """With --flops-reduction / --keep-ratio: the r that meets it (said on stderr); else None."""
     if args.flops_reduction is None and args.keep_ratio is None:
-        return
+        return None
     from sta.measure.flops import flops_report, r_for_budget
 
     r = r_for_budget(model, flops_reduction=args.flops_reduction, keep_ratio=args.keep_ratio)
-    saved, model.r = model.r, r
-    report = flops_report(model)
-    model.r = saved
+    with model.pruning(r=r):
+        report = flops_report(model)
     budget = (f"--flops-reduction {args.flops_reduction}" if args.flops_reduction is not None
               else f"--keep-ratio {args.keep_ratio}")
     print(f"{budget}: picked r={r} ({' -> '.join(map(str, report.tokens))} tokens, {report.gflops:.2f} GFLOPs/view)",
           file=sys.stderr)
-    args.r = [r]
+    return r
 
 
-def model_spec(args, name: str, num_classes: int):
-    from sta.models.loading import ModelSpec
-
-    return ModelSpec(name=name, ckpt_path=args.ckpt_path, hf_model=args.hf_model, num_classes=num_classes,
-                     num_frames=args.num_frames, img_size=args.input_size, tubelet_size=args.tubelet_size,
-                     allow_unsafe=args.allow_unsafe_checkpoint)
-
-
-def set_single_r(args, model, default=None) -> None:
+def set_single_r(args, model, default) -> None:
     """Commands that run one configuration: --r (or a budget) -> ``model.r``."""
-    args.r = args.r or [default]
-    apply_budget(args, model)
-    if len(args.r) != 1:
-        raise ValueError(f"sta {args.command} takes one --r (one int, or one per stage as 64,32,16)")
-    model.r = args.r[0]
+    picked = budget_r(args, model)
+    model.r = picked if picked is not None else args.r if args.r is not None else default
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
@@ -102,17 +195,20 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
 
 
+# --------------------------------------------------------------------------- commands
+
 def cmd_flops(args) -> None:
     from sta.measure.flops import flops_report
 
     model = build_model(args)
-    apply_budget(args, model)
+    rs = [r] if (r := budget_r(args, model)) is not None else args.r
     rows = []
-    for r in args.r:
-        model.r = r
-        rep = flops_report(model)
+    for r in rs:
+        with model.pruning(r=r):
+            rep = flops_report(model)
         rows.append(dict(r=r, method=args.method, tokens=list(rep.tokens), gflops=rep.gflops, flops=rep.flops))
-    base = rows[0]["gflops"] if args.r[0] == 0 else _unpruned_gflops(model)
+    with model.pruning(r=0):
+        base = flops_report(model).gflops
     for row in rows:
         row["reduction"] = 1 - row["gflops"] / base
     if args.json:
@@ -126,96 +222,97 @@ def cmd_flops(args) -> None:
                         ("gflops", "GFLOPs/view", ".2f"), ("reduction", "reduction", ".1%")])
 
 
-def _unpruned_gflops(model) -> float:
-    from sta.measure.flops import flops_report
-
-    saved, model.r = model.r, 0
-    try:
-        return flops_report(model).gflops
-    finally:
-        model.r = saved
-
-
 def cmd_bench(args) -> None:
     from sta.measure.speed import benchmark
 
     model = build_model(args, device="cpu").eval()
-    apply_budget(args, model)
-    rows = benchmark(model, args.r, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+    rs = [r] if (r := budget_r(args, model)) is not None else args.r
+    rows = benchmark(model, rs, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                      warmup=args.warmup, repeats=args.repeats)
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps([row.to_dict() for row in rows]))
         return
     print(f"{args.hf_model or args.model}, method {args.method}, batch {args.batch_size}, {args.dtype} on "
-          f"{rows[0]['device']}; median of {args.repeats} runs after {args.warmup} warm-up")
-    table = [dict(row, r=format_r(row["r"])) for row in rows]
+          f"{rows[0].device}; median of {args.repeats} runs after {args.warmup} warm-up")
+    table = [dict(row.to_dict(), r=format_r(row.r)) for row in rows]
     print_table(table, [("r", "r", ""), ("ms_per_clip", "ms/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
                         ("speedup", "speed-up vs r=0", ".2f")])
 
 
 def cmd_eval(args) -> None:
-    from sta.data import read_list_file
+    from sta.data import ViewProtocol, read_list_file
     from sta.evaluate import EvalSettings, evaluate
-    from sta.models.loading import load_model
+    from sta.utils.device import resolve_device
     from sta.utils.distributed import init_distributed
 
-    protocol, default_classes, default_segments = DATASETS[args.data_set]
-    num_classes = args.nb_classes or default_classes
-    short_side = args.short_side_size or args.input_size
-    if short_side != args.input_size:
-        raise ValueError(f"--short_side_size {short_side} must equal --input_size {args.input_size}: the test "
-                         "protocol crops windows of the short side, which are the model's input")
-    rank, world = init_distributed(args.device)
-    model, desc = load_model(model_spec(args, args.model, num_classes), r=0, method=args.method)
-    set_single_r(args, model)
-    cfg = model.cfg  # an --hf-model brings its own frames, size and classes
+    protocol, dataset_classes = DATASETS[args.data_set]
     list_file = os.path.join(args.data_path, f"{args.split}.csv")
+    if not os.path.isfile(list_file):
+        raise ValueError(f"list file {list_file} not found (--data_path holds {args.split}.csv)")
+    resolve_device(args.device)  # a missing GPU fails before any model or video is loaded
+    num_classes = args.nb_classes or dataset_classes
+    model, desc = load_weighted_model(args, num_classes)
+    cfg = model.cfg  # an --hf-model brings its own frames, size and classes
+    short_side = args.short_side_size or cfg.img_size
+    if short_side != cfg.img_size:
+        raise ValueError(f"--short_side_size {short_side} must equal the input size {cfg.img_size}: the test "
+                         "protocol crops windows of the short side, which are the model's input")
+    views = ViewProtocol.for_dataset(protocol, num_frames=cfg.num_frames, sampling_rate=args.sampling_rate,
+                                     num_segments=args.test_num_segment, num_crops=args.test_num_crop,
+                                     crop_size=cfg.img_size)
+    settings = EvalSettings(views=views, dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers,
+                            device=args.device)
+    set_single_r(args, model, default=0)
     entries = read_list_file(list_file, data_root=args.data_root, num_classes=cfg.num_classes)
-    settings = EvalSettings(protocol=protocol, num_frames=cfg.num_frames, sampling_rate=args.sampling_rate,
-                            num_segments=args.test_num_segment or default_segments, num_crops=args.test_num_crop,
-                            crop_size=cfg.img_size, dtype=args.dtype, batch_size=args.batch_size,
-                            num_workers=args.num_workers, device=args.device)
+    rank, world = init_distributed(args.device)
     if rank == 0:
-        print(f"sta eval: {len(entries)} videos from {list_file}, {settings.num_segments}x{settings.num_crops} "
-              f"views each, r={format_r(args.r[0])}, {world} process(es)")
+        print(f"sta eval: {len(entries)} videos from {list_file}, {views.num_segments}x{views.num_crops} views "
+              f"each, {args.method} r={format_r(model.r)}, {world} process(es)", file=sys.stderr)
     summary = evaluate(model, entries, settings, args.output_dir, desc, log_dir=args.log_dir,
                        progress=not args.no_progress)
     if summary is None:
         return
+    for s in summary.skipped:
+        print(f"  skipped {s['video']}: {s['reason']}", file=sys.stderr)
+    if summary.videos == 0:
+        raise EvalFailed(f"no video was scored ({len(summary.skipped)} of {summary.videos_in_list} skipped, "
+                         f"see above); summary: {os.path.join(args.output_dir, 'summary.json')}")
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary.to_dict()))
         return
-    print(f"top-1 {summary['top1']:.2f}%  top-5 {summary['top5']:.2f}%  on {summary['videos']} videos "
-          f"({summary['views']} views); skipped {len(summary['skipped'])}; "
-          f"{summary['gflops_per_view']:.2f} GFLOPs/view; {summary['wall_time_s']:.1f}s")
-    for s in summary["skipped"]:
-        print(f"  skipped {s['video']}: {s['reason']}")
+    print(f"top-1 {summary.top1:.2f}%  top-5 {summary.top5:.2f}%  on {summary.videos} videos "
+          f"({summary.views} views); skipped {len(summary.skipped)}; "
+          f"{summary.gflops_per_view:.2f} GFLOPs/view; {summary.wall_time_s:.1f}s")
     print(f"summary: {os.path.join(args.output_dir, 'summary.json')}")
 
 
+class EvalFailed(RuntimeError):
+    """A run that finished without a number to report (exit status 1)."""
+
+
 def cmd_vis(args) -> None:
-    from sta.models.loading import load_model
     from sta.vis.tokens import visualize
 
+    if not os.path.isfile(args.video):
+        raise ValueError(f"{args.video}: no such video file")
     if args.model is None and args.ckpt_path is None and args.hf_model is None and bundled_model_available():
         from sta.demo.proxy import load_proxy_model
 
-        print("sta vis: no --model/--ckpt_path given: using the bundled demo model (synthetic proxy task)")
+        print("sta vis: no --model/--ckpt-path given: using the bundled demo model (synthetic proxy task)",
+              file=sys.stderr)
         model, protocol = load_proxy_model(), "kinetics"
         model.method = args.method
         set_single_r(args, model, default=16)  # 16 of each slice's 64 tokens
     else:
-        spec = model_spec(args, args.model or "vit_base_patch16_224", args.nb_classes)
-        model, _ = load_model(spec, r=0, method=args.method)
+        model, _ = load_weighted_model(args, args.nb_classes or DATASETS[args.data_set][1])
         set_single_r(args, model, default=64)
-        protocol = DATASETS_PROTOCOL[args.data_set]
-    summary = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
-    print(f"tokens kept {' -> '.join(map(str, summary['tokens_per_stage']))} of {summary['tokens_total']}, "
-          f"{summary['gflops_per_view']:.2f} GFLOPs/view; STA keeps {summary['gradnorm_kept_share']:.1%} of the "
-          f"GradNorm mass")
-    for key, file in summary["files"].items():
+        protocol = DATASETS[args.data_set][0]
+    result = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
+    print(f"{result.method} r={format_r(result.r)}: tokens kept {' -> '.join(map(str, result.tokens_per_stage))} "
+          f"of {result.tokens_total}, {result.gflops_per_view:.2f} GFLOPs/view; keeps "
+          f"{result.gradnorm_kept_share:.1%} of the GradNorm mass")
+    for key, file in result.files.items():
         print(f"  {key:<9}{os.path.join(args.out, file)}")
-    print(f"  {'json':<9}{os.path.join(args.out, 'tokens.json')}")
 
 
 def bundled_model_available() -> bool:
@@ -224,20 +321,15 @@ def bundled_model_available() -> bool:
     return DEFAULT_CHECKPOINT.is_file()
 
 
-DATASETS_PROTOCOL = {name: protocol for name, (protocol, _, _) in DATASETS.items()}
-
-
 def cmd_demo(args) -> None:
+    from sta.demo.proxy import load_proxy_model
     from sta.demo.run import DEMO_RS, print_rows, run_demo, write_outputs
 
     rs = tuple(args.r) if args.r else DEMO_RS
-    if args.flops_reduction is not None or args.keep_ratio is not None:
-        from sta.demo.proxy import load_proxy_model
-
-        apply_budget(args, load_proxy_model())
-        rs = tuple(args.r)
+    if (r := budget_r(args, load_proxy_model())) is not None:
+        rs = (r,)
     print("sta demo: the bundled ViT trained on the synthetic proxy task (see README); every method keeps the "
-          "same number of tokens for a given r")
+          "same number of tokens for a given r", file=sys.stderr)
     rows = run_demo(methods=args.method, rs=rs, num_clips=args.clips, progress=not args.no_progress)
     print_rows(rows)
     for key, path in write_outputs(rows, args.out).items():
@@ -260,84 +352,119 @@ def cmd_plot(args) -> None:
     print(f"wrote {out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sta", description="STA token pruning for VideoMAE video transformers")
-    sub = parser.add_subparsers(dest="command", required=True)
+# --------------------------------------------------------------------------- parser
 
-    p = sub.add_parser("flops", help="GFLOPs per view and tokens per stage at each r")
-    add_model_args(p)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sta", formatter_class=HelpFormatter,
+                                     description="STA token pruning for VideoMAE video transformers")
+    parser.add_argument("--version", action="version", version=f"sta-prune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks (also: STA_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+
+    p = command("flops", "GFLOPs per view and tokens after each stage, for each r",
+                "GFLOPs per view (1 multiply-add = 1 FLOP, the paper's convention), counted on the meta device: "
+                "no weights and no memory needed, even for ViT-H.")
+    add_model_args(p, weights=False)
+    add_pruning_args(p, sweep=True)
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     p.set_defaults(func=cmd_flops)
 
-    p = sub.add_parser("bench", help="forward speed (ms/clip, clips/s) at each r")
-    add_model_args(p)
-    p.add_argument("--batch-size", "--batch_size", type=int, default=1)
+    p = command("bench", "forward speed (ms/clip, clips/s) at each r, with the speed-up over r=0",
+                "Forward speed on random clips: the median of --repeats timed runs after --warmup untimed ones. "
+                "r=0 is always measured, as the speed-up's reference.")
+    add_model_args(p, weights=False)
+    add_pruning_args(p, sweep=True)
+    p.add_argument("--batch-size", "--batch_size", type=positive_int, default=1, help="clips per forward")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards first")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed forwards (the median is reported)")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("eval", help="top-1/top-5 with the VideoMAE multi-view test protocol (torchrun for many)")
-    add_model_args(p)
-    p.add_argument("--data-path", "--data_path", required=True, help="folder holding test.csv / val.csv")
-    p.add_argument("--split", default="test", help="list file name without .csv (test, val)")
-    p.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
-    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=["Kinetics-400", "SSV2"])
-    p.add_argument("--ckpt-path", "--ckpt_path", "--finetune", help="VideoMAE release checkpoint (.pth)")
-    p.add_argument("--allow-unsafe-checkpoint", action="store_true",
-                   help="unpickle a checkpoint that needs arbitrary code (only for files you trust)")
-    p.add_argument("--output-dir", "--output_dir", default="eval_out")
-    p.add_argument("--log-dir", "--log_dir", help="TensorBoard scalars (needs tensorboard)")
-    p.add_argument("--batch-size", "--batch_size", type=int, default=8, help="views per forward")
-    p.add_argument("--test-num-segment", "--test_num_segment", type=int, help="K400: 5, SSV2: 2")
-    p.add_argument("--test-num-crop", "--test_num_crop", type=int, default=3)
-    p.add_argument("--sampling-rate", "--sampling_rate", type=int, default=4)
-    p.add_argument("--short-side-size", "--short_side_size", type=int)
-    p.add_argument("--num-workers", "--num_workers", type=int, default=2)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--dist-eval", "--dist_eval", action="store_true",
+    p = command("eval", "top-1/top-5 with the VideoMAE multi-view test protocol (torchrun for many processes)",
+                "Evaluate on a VideoMAE list file ({data_path}/{split}.csv: `path label` per line) with the "
+                "release's test views (Kinetics: 5 clips x 3 crops; SSv2: 2 x 3). Predictions are appended to "
+                "--output-dir as they finish: rerun the same command to resume.")
+    add_model_args(p, weights=True)
+    add_pruning_args(p, sweep=False)
+    g = p.add_argument_group("data and protocol")
+    g.add_argument("--data-path", "--data_path", required=True, help="folder holding test.csv / val.csv")
+    g.add_argument("--split", default="test", help="list file name without .csv (test, val)")
+    g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
+    g.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
+                   help="frame sampling and class count")
+    g.add_argument("--test-num-segment", "--test_num_segment", type=positive_int,
+                   help="temporal clips per video (default: Kinetics 5, SSV2 2; SSV2 allows 1 or 2)")
+    g.add_argument("--test-num-crop", "--test_num_crop", type=positive_int, default=3,
+                   help="spatial crops along the long side (1 = centre)")
+    g.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
+                   help="Kinetics: take every n-th frame (SSV2 spreads frames over the video instead)")
+    g.add_argument("--short-side-size", "--short_side_size", type=positive_int,
+                   help="accepted for run_inference.py users; must equal the input size")
+    g = p.add_argument_group("run")
+    g.add_argument("--output-dir", "--output_dir", default="eval_out",
+                   help="predictions.jsonl and summary.json go here; rerun to resume")
+    g.add_argument("--log-dir", "--log_dir", help="also write TensorBoard scalars here (needs tensorboard)")
+    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
+    g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=2,
+                   help="decoding processes (0 = decode in the main process)")
+    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--dist-eval", "--dist_eval", action="store_true",
                    help="accepted for run_inference.py users; under torchrun the split is automatic")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_eval, nb_classes=None)
+    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("vis", help="PNGs, a GIF and JSON of the tokens STA keeps and the GradNorm map for a video")
-    p.add_argument("video")
-    add_model_args(p)
-    p.add_argument("--ckpt-path", "--ckpt_path", help="VideoMAE release checkpoint (.pth)")
-    p.add_argument("--allow-unsafe-checkpoint", action="store_true")
-    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS_PROTOCOL),
-                   help="frame sampling to use")
-    p.add_argument("--sampling-rate", "--sampling_rate", type=int, default=4)
-    p.add_argument("--out", default="sta_vis")
-    p.set_defaults(func=cmd_vis, model=None, r=None)  # r: 64 for the release sizes, 16 for the bundled model
+    p = command("vis", "pictures of the tokens a method keeps and of the GradNorm map, for one video",
+                "Samples the video as `sta eval` does (one clip, centre crop) and writes kept_tokens.png, "
+                "gradnorm.png, kept_tokens.gif and tokens.json. Without --model/--ckpt-path/--hf-model it "
+                "uses the bundled demo model (64x64 frames).")
+    p.add_argument("video", help="a video file")
+    add_model_args(p, weights=True)
+    add_pruning_args(p, sweep=False, default_r="64 (16 for the bundled model)")
+    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
+                   help="frame sampling (and class count)")
+    p.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
+                   help="Kinetics: take every n-th frame")
+    p.add_argument("--out", default="sta_vis", help="output folder")
+    p.set_defaults(func=cmd_vis)
 
-    p = sub.add_parser("demo", help="the bundled trained proxy model: top-1 vs GFLOPs of every method (no network)")
+    p = command("demo", "the bundled trained proxy model: top-1 vs GFLOPs of every method (no download)",
+                "Runs the ViT that ships with sta-prune (trained on a synthetic 12-class motion task, see "
+                "README) on held-out clips, for every method at the same token counts, and prints top-1, "
+                "GFLOPs and speed; writes demo.json and demo.png.")
     p.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
-    p.add_argument("--r", type=parse_r, nargs="+", help="tokens dropped per group (default: sta.demo.run.DEMO_RS)")
+    p.add_argument("--r", type=parse_r, nargs="+",
+                   help="tokens dropped per group; several values sweep (default: 16 32 48,16,8 56,8,4 60,2,1)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--flops-reduction", type=float, help="pick r for this FLOPs saving instead of --r")
-    budget.add_argument("--keep-ratio", type=float, help="pick r for this fraction of tokens kept instead of --r")
-    p.add_argument("--clips", type=int, default=240, help="held-out clips (20 per class by default)")
-    p.add_argument("--out", default="demo_out")
-    p.add_argument("--no-progress", action="store_true")
+    budget.add_argument("--flops-reduction", type=fraction, help="pick r for this FLOPs saving instead of --r")
+    budget.add_argument("--keep-ratio", type=fraction, help="pick r for this fraction of tokens kept instead of --r")
+    p.add_argument("--clips", type=positive_int, default=240, help="held-out clips (20 per class by default)")
+    p.add_argument("--out", default="demo_out", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("convert", help="VideoMAE release checkpoint <-> Hugging Face model directory")
+    p = command("convert", "VideoMAE release checkpoint <-> Hugging Face model directory")
     p.add_argument("src", help="release .pth file, or a Hugging Face model directory")
     p.add_argument("dst", help="output: HF directory (from a .pth) or .pth file (from a directory)")
     p.add_argument("--direction", choices=["auto", "to-hf", "to-release"], default="auto",
                    help="auto: a directory converts to a release .pth, a file to an HF directory")
-    p.add_argument("--num-frames", "--num_frames", type=int, help="default: the checkpoint's args, else 16")
-    p.add_argument("--input-size", "--input_size", type=int, help="default: the checkpoint's args, else 224")
-    p.add_argument("--num-heads", "--num_heads", type=int, help="only for widths that are not a release size")
-    p.add_argument("--allow-unsafe-checkpoint", action="store_true")
+    p.add_argument("--num-frames", "--num_frames", type=positive_int, help="default: the checkpoint's args, else 16")
+    p.add_argument("--input-size", "--input_size", type=positive_int, help="default: the checkpoint's args, else 224")
+    p.add_argument("--num-heads", "--num_heads", type=positive_int, help="only for widths that are not a release size")
+    p.add_argument("--allow-unsafe-checkpoint", action="store_true",
+                   help="unpickle a checkpoint that needs arbitrary code (only for files you trust)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("plot", help="top-1 vs GFLOPs curves from eval summary.json files")
+    p = command("plot", "top-1 vs GFLOPs curves from `sta eval` summary.json files")
     p.add_argument("summaries", nargs="+", help="summary.json files or the output folders holding them")
-    p.add_argument("--out", default="accuracy_vs_gflops.png")
-    p.add_argument("--title", default="top-1 vs GFLOPs per view")
+    p.add_argument("--out", default="accuracy_vs_gflops.png", help="image file (.png, .svg or .pdf)")
+    p.add_argument("--title", default="top-1 vs GFLOPs per view", help="plot title")
     p.set_defaults(func=cmd_plot)
     return parser
 
@@ -348,12 +475,24 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("STA_DEBUG", "") not in ("", "0")
     warnings.showwarning = show_warning
     # Trained models' attention underflows to denormal floats, which slow x86 matmuls up to 10x: flush them.
     torch.set_flush_denormal(True)
     try:
         args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        resume = "; rerun the same command to resume" if args.command == "eval" else ""
+        print(f"sta {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
+    except EvalFailed as err:
+        print(f"sta {args.command}: {err}", file=sys.stderr)
+        return 1
     except USER_ERRORS as err:  # bad input reaches here from the library, worded for users
+        if debug:
+            raise
         print(f"sta {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -8,6 +8,7 @@ token count is known from the configuration alone (static shapes).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -31,12 +32,24 @@ class PruneStage:
 
 def normalize_r(r: RSpec) -> tuple[int, ...]:
     """One int for every stage (the release's ``--r``) or one per stage -> a tuple of 3 ints."""
-    values = (r,) * NUM_STAGES if isinstance(r, int) else tuple(r) if isinstance(r, (tuple, list)) else ()
-    if len(values) != NUM_STAGES or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    values = (r,) * NUM_STAGES if _is_int(r) else tuple(r) if isinstance(r, (tuple, list)) else ()
+    if len(values) != NUM_STAGES or not all(_is_int(v) for v in values):
         raise ValueError(f"r must be an int or {NUM_STAGES} ints (one per stage), got {r!r}")
+    values = tuple(int(v) for v in values)
     if any(v < 0 for v in values):
         raise ValueError(f"r must be >= 0, got {r!r}")
     return values
+
+
+def _is_int(value) -> bool:
+    """A Python, numpy or single-element torch integer (an r read from an array); never a bool or a float."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
 def format_r(r: RSpec) -> str:

@@ -6,6 +6,7 @@ from sta.data.sampling import (
     IMAGENET_STD,
     PROTOCOLS,
     ClipView,
+    ViewProtocol,
     kinetics_test_indices,
     make_test_views,
     normalize,
@@ -26,7 +27,7 @@ from sta.data.video import (
 
 __all__ = [
     "ListFileError", "VideoEntry", "read_list_file",
-    "IMAGENET_MEAN", "IMAGENET_STD", "PROTOCOLS", "ClipView",
+    "IMAGENET_MEAN", "IMAGENET_STD", "PROTOCOLS", "ClipView", "ViewProtocol",
     "kinetics_test_indices", "ssv2_test_indices", "temporal_view_indices",
     "resize_short_side", "resized_hw", "spatial_crop_starts", "normalize", "make_test_views",
     "SampledFrames", "VideoDecodeError", "count_frames", "read_sampled_frames",

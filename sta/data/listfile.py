@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +75,9 @@ def read_list_file(
     """Parse a VideoMAE list file into entries, in file order.
 
     Format: one ``<path> <label>`` per line, separated by spaces and/or tabs;
-    paths contain no whitespace; blank (or whitespace-only) lines are skipped.
+    paths contain no whitespace; blank lines and lines starting with ``#`` are
+    skipped. A video listed twice is warned about and scored twice (once per
+    line), as the release scores every line.
 
     Args:
         path: the list file.
@@ -93,13 +97,19 @@ def read_list_file(
     """
     if num_classes is not None and num_classes <= 0:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
-    # utf-8-sig: a BOM written by a spreadsheet tool must not end up in the
-    # first path.
-    text = Path(path).read_text(encoding="utf-8-sig")
+    # utf-8-sig: a BOM written by a spreadsheet tool must not end up in the first path.
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_no = raw[: err.start].count(b"\n") + 1
+        raise ListFileError(f"{os.fspath(path)}, line {line_no}: not UTF-8 text (byte {raw[err.start]:#x}); "
+                            "save the list file as UTF-8") from None
     entries: list[VideoEntry] = []
+    first_line: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
-        if not fields:
+        if not fields or fields[0].startswith("#"):  # blank line or comment
             continue
         where = f"{os.fspath(path)}, line {line_no}"
         if len(fields) != 2:
@@ -109,6 +119,12 @@ def read_list_file(
         video, label_text = fields
         label = _parse_label(label_text, where, num_classes)
         entries.append(VideoEntry(_resolve(video, data_root), label, line_no, video))
+        first_line.setdefault(video, line_no)
+    if len(first_line) < len(entries):
+        counts = Counter(e.video_id for e in entries)
+        shown = ", ".join([f"{v} (first on line {first_line[v]})" for v, c in counts.items() if c > 1][:5])
+        warnings.warn(f"{os.fspath(path)}: {len(entries) - len(first_line)} duplicate entries ({shown}); each line "
+                      "is scored as its own video, as the release does", stacklevel=2)
     if not entries:
         raise ListFileError(f"{os.fspath(path)}: no video entries (file is empty or blank)")
     return entries

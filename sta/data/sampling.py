@@ -1,30 +1,32 @@
-"""VideoMAE test-time sampling: temporal clips, short-side resize, spatial crops.
+"""VideoMAE test-time views: temporal clips, short-side resize, spatial crops, normalisation.
 
-Reproduces the ``mode == 'test'`` paths of the VideoMAE release
-(MCG-NJU/VideoMAE ``kinetics.py`` ``VideoClsDataset`` and ``ssv2.py``
-``SSVideoClsDataset``, with ``video_transforms.Resize`` /
-``functional.resize_clip`` and ``volume_transforms.ClipToTensor`` +
-``video_transforms.Normalize``) as pure numpy/torch functions.
+Reproduces the ``mode == 'test'`` paths of the VideoMAE release (``kinetics.py``
+``VideoClsDataset``, ``ssv2.py`` ``SSVideoClsDataset``, with
+``video_transforms.Resize`` -> ``functional.resize_clip`` -> ``cv2.resize`` and
+``volume_transforms.ClipToTensor`` + ``video_transforms.Normalize``) bit for bit,
+given the same decoded frames: the same frame indices, the same OpenCV resize of
+each uint8 frame, the same crop windows, the same float32 arithmetic.
 
-The release runs every view as a separate dataset item that decodes and resizes
-the whole video again; here a video's views share one decode and one resize of
-the union of their frames, which gives the same pixels because decoding,
-resizing and normalising are all per frame.
+The release decodes and resizes the whole sampled video again for every view;
+here a video's views share one decode and one resize of the union of their
+frames. That gives the same pixels because resizing and normalising are per frame.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PROTOCOLS",
     "ClipView",
+    "ViewProtocol",
     "kinetics_test_indices",
     "make_test_views",
     "normalize",
@@ -41,9 +43,50 @@ PROTOCOLS = ("kinetics", "ssv2")
 # Release defaults of ``--test_num_segment`` per protocol (VideoMAE scripts:
 # Kinetics 5 clips x 3 crops, Something-Something V2 2 clips x 3 crops).
 _DEFAULT_SEGMENTS = {"kinetics": 5, "ssv2": 2}
-# Frames per interpolate() call: bounds float32 scratch memory (~128 MiB) for
-# large frames such as 1280x720 without slowing small ones down.
-_RESIZE_BUDGET = 1 << 25
+
+
+def _check_positive(**values: int) -> None:
+    """Raise ValueError unless every given value is a positive int."""
+    for name, value in values.items():
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ViewProtocol:
+    """The settings that define a video's test views; invalid ones fail here, before any video is read.
+
+    ``ViewProtocol.for_dataset("ssv2", crop_size=224)`` gives the release's
+    defaults for a protocol with some fields changed.
+    """
+
+    protocol: str = "kinetics"  # frame sampling: "kinetics" (every sampling_rate-th frame) or "ssv2" (segments)
+    num_frames: int = 16  # frames per clip (the model's input)
+    sampling_rate: int = 4  # Kinetics: temporal stride; not used by ssv2
+    num_segments: int = 5  # temporal clips per video: Kinetics 5, SSv2 2 (at most 2: the release hard-codes it)
+    num_crops: int = 3  # spatial crops along the long side (1 = centre crop)
+    crop_size: int = 224  # the short side is resized to this, and crops are this square (the model's input size)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        _check_positive(num_frames=self.num_frames, sampling_rate=self.sampling_rate,
+                        num_segments=self.num_segments, num_crops=self.num_crops, crop_size=self.crop_size)
+        if self.protocol == "ssv2" and self.num_segments > 2:
+            raise ValueError(f"ssv2 test sampling defines 1 or 2 temporal views, got num_segments={self.num_segments}")
+
+    @classmethod
+    def for_dataset(cls, protocol: str, **overrides) -> ViewProtocol:
+        """The release defaults of ``protocol`` (segments 5 or 2), with ``overrides`` (None = keep the default)."""
+        defaults = dict(protocol=protocol, num_segments=_DEFAULT_SEGMENTS.get(protocol, 1))
+        return cls(**{**defaults, **{k: v for k, v in overrides.items() if v is not None}})
+
+    @property
+    def num_views(self) -> int:
+        return self.num_segments * self.num_crops
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 class ClipView(NamedTuple):
@@ -52,13 +95,6 @@ class ClipView(NamedTuple):
     chunk: int
     crop: int
     clip: torch.Tensor
-
-
-def _check_positive(**values: int) -> None:
-    """Raise ValueError unless every given value is a positive int."""
-    for name, value in values.items():
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def kinetics_test_indices(
@@ -142,24 +178,11 @@ def ssv2_test_indices(
     return [combined[chunk::2].copy() for chunk in range(num_segments)]
 
 
-def temporal_view_indices(
-    num_video_frames: int,
-    protocol: str,
-    num_frames: int = 16,
-    sampling_rate: int = 4,
-    num_segments: int | None = None,
-) -> list[np.ndarray]:
-    """Per-chunk frame indices for ``protocol`` ('kinetics' or 'ssv2').
-
-    ``num_segments=None`` uses the release default (kinetics 5, ssv2 2);
-    ``sampling_rate`` is ignored by 'ssv2', which spreads frames over the video.
-    """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    segments = _DEFAULT_SEGMENTS[protocol] if num_segments is None else num_segments
-    if protocol == "kinetics":
-        return kinetics_test_indices(num_video_frames, num_frames, sampling_rate, segments)
-    return ssv2_test_indices(num_video_frames, num_frames, segments)
+def temporal_view_indices(num_video_frames: int, views: ViewProtocol) -> list[np.ndarray]:
+    """Per-clip frame indices of a ``num_video_frames``-frame video under ``views``' protocol."""
+    if views.protocol == "kinetics":
+        return kinetics_test_indices(num_video_frames, views.num_frames, views.sampling_rate, views.num_segments)
+    return ssv2_test_indices(num_video_frames, views.num_frames, views.num_segments)
 
 
 def resized_hw(height: int, width: int, size: int) -> tuple[int, int]:
@@ -174,67 +197,32 @@ def resized_hw(height: int, width: int, size: int) -> tuple[int, int]:
     return size, int(size * width / height)
 
 
-def _interpolate_chunks(x: torch.Tensor, out_hw: tuple[int, int], to_uint8: bool) -> torch.Tensor:
-    """Bilinear resize of ``N x C x H x W`` in memory-bounded chunks.
+def resize_short_side(frames: torch.Tensor | np.ndarray, size: int = 224) -> np.ndarray:
+    """Resize RGB frames so the short side is ``size``, exactly as the release does.
 
-    Returns ``N x H' x W' x C`` uint8 (rounded) if ``to_uint8``, else
-    ``N x C x H' x W'`` in ``x``'s float dtype.
-    """
-    n, c = x.shape[:2]
-    step = max(1, _RESIZE_BUDGET // (c * max(x.shape[2] * x.shape[3], out_hw[0] * out_hw[1])))
-    if to_uint8:
-        out = torch.empty((n, *out_hw, c), dtype=torch.uint8)
-    else:
-        out = torch.empty((n, c, *out_hw), dtype=x.dtype)
-    for i in range(0, n, step):
-        block = x[i : i + step] if x.is_floating_point() else x[i : i + step].float()
-        part = F.interpolate(block, size=out_hw, mode="bilinear", align_corners=False)
-        if to_uint8:
-            out[i : i + step] = part.round_().clamp_(0, 255).permute(0, 2, 3, 1)
-        else:
-            out[i : i + step] = part
-    return out
+    The release's ``functional.resize_clip``: frames whose short side already
+    is ``size`` come back unchanged; otherwise the size comes from
+    :func:`resized_hw` and every uint8 frame goes through
+    ``cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)``. OpenCV's
+    uint8 bilinear runs in fixed point (11-bit weights), which float
+    interpolation followed by rounding misses by one grey level at ~10% of
+    pixels; calling OpenCV itself gives the release's bytes, whatever the
+    thread count (tests check this).
 
-
-def resize_short_side(frames: torch.Tensor | np.ndarray, size: int = 224) -> torch.Tensor:
-    """Resize frames so the short side is ``size``, keeping the aspect ratio.
-
-    Mirrors ``video_transforms.Resize(size, interpolation='bilinear')`` of the
-    release (OpenCV ``cv2.resize(..., INTER_LINEAR)`` on uint8 frames), with
-    ``torch.nn.functional.interpolate(mode='bilinear', align_corners=False)`` on
-    float32 data. Both map pixel centres the same way and neither antialiases,
-    but OpenCV computes uint8 resizes in fixed point (11-bit weights, or Intel
-    IPP where built in), whereas we interpolate in float32 and round to
-    nearest: against opencv-python-headless 5.0 the uint8 results differ by at
-    most 1 grey level, at about 7-11% of values on the sample clips. Like the
-    release, frames whose short side already equals ``size`` are returned
-    unchanged.
-
-    Args:
-        frames: ``N x H x W x 3`` uint8 (decoded RGB, torch or numpy) or
-            ``T x C x H x W`` float tensor.
-        size: target short side.
-
-    Returns:
-        Same layout and dtype as the input: ``N x H' x W' x 3`` uint8 (rounded,
-        as the release keeps uint8 after resizing) or ``T x C x H' x W'`` float.
+    frames: ``N x H x W x 3`` uint8 (numpy or torch). Returns ``N x H' x W' x 3`` uint8 numpy.
     """
     _check_positive(size=size)
-    source = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
-    x = source
-    if x.ndim != 4:
-        raise ValueError(f"expected a 4-D frame tensor, got shape {tuple(x.shape)}")
-    is_uint8 = x.dtype == torch.uint8
-    if is_uint8:
-        if x.shape[-1] != 3:
-            raise ValueError(f"uint8 frames must be N x H x W x 3, got {tuple(x.shape)}")
-        x = x.permute(0, 3, 1, 2)  # a channels-last view; interpolate keeps that layout
-    elif not x.is_floating_point():
-        raise TypeError(f"frames must be uint8 or floating point, got {x.dtype}")
-    height, width = x.shape[-2:]
+    x = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
+        raise ValueError(f"expected N x H x W x 3 uint8 frames, got shape {tuple(x.shape)} {x.dtype}")
+    height, width = x.shape[1:3]
     if (width <= height and width == size) or (height <= width and height == size):
-        return source
-    return _interpolate_chunks(x, resized_hw(height, width, size), to_uint8=is_uint8)
+        return x
+    out_h, out_w = resized_hw(height, width, size)
+    out = np.empty((x.shape[0], out_h, out_w, 3), dtype=np.uint8)
+    for i, frame in enumerate(x):  # one frame at a time, as the release: cv2 takes (width, height)
+        cv2.resize(np.ascontiguousarray(frame), (out_w, out_h), dst=out[i], interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def spatial_crop_starts(long_side: int, crop_size: int = 224, num_crops: int = 3) -> list[int]:
@@ -295,40 +283,23 @@ def _rows_for(frame_indices: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 def make_test_views(
     frames: torch.Tensor | np.ndarray,
-    protocol: str,
-    crop_size: int = 224,
-    num_crops: int = 3,
-    num_frames: int = 16,
-    sampling_rate: int = 4,
-    num_segments: int | None = None,
+    views: ViewProtocol,
     *,
     frame_indices: np.ndarray | None = None,
     num_video_frames: int | None = None,
 ) -> list[ClipView]:
-    """All test views of one video: temporal clips x spatial crops.
+    """All test views of one video: temporal clips x spatial crops, chunk-major, as the release orders them.
 
-    Per view, as the release: resize the short side to ``crop_size`` (the
-    release resizes to ``short_side_size`` and crops ``short_side_size``
-    windows; its scripts set ``short_side_size = input_size = 224``), take a
-    ``crop_size`` window along the LONG side (full short side), normalise.
-    Each needed frame is resized and normalised once, shared by all views.
+    Per view, as the release: resize the short side to ``views.crop_size``
+    (the release resizes to ``short_side_size`` and crops windows of that size;
+    its scripts set ``short_side_size = input_size``), take a square window
+    along the LONG side (H when H >= W), normalise. Each needed frame is
+    resized and normalised once, shared by all views.
 
-    Args:
-        frames: ``K x H x W x 3`` uint8 RGB. Either the whole video (row ``i``
-            = frame ``i``), or the rows for ``frame_indices``.
-        protocol: 'kinetics' or 'ssv2'.
-        crop_size: short-side size and crop size (224).
-        num_crops: spatial crops per clip (3; 1 = centre crop).
-        num_frames: frames per clip (16).
-        sampling_rate: Kinetics temporal stride (4).
-        num_segments: temporal clips (``None`` = 5 for kinetics, 2 for ssv2).
-        frame_indices: sorted unique video frame index of each row of
-            ``frames`` (e.g. ``SampledFrames.indices``); needs ``num_video_frames``.
-        num_video_frames: frame count of the whole video.
-
-    Returns:
-        ``num_segments * num_crops`` ``ClipView(chunk, crop, clip)``, chunk-major,
-        ``clip`` ``3 x num_frames x crop_size x crop_size`` float32.
+    frames: ``K x H x W x 3`` uint8 RGB: the whole video (row ``i`` = frame
+    ``i``), or the rows for ``frame_indices`` (sorted, unique; then
+    ``num_video_frames`` is the video's length). Returns
+    ``views.num_views`` ``ClipView(chunk, crop, clip)``, clip ``3 x F x S x S`` float32.
     """
     x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
@@ -344,18 +315,19 @@ def make_test_views(
         if known.shape != (x.shape[0],) or np.any(np.diff(known) <= 0):
             raise ValueError("frame_indices must be sorted, unique, one per row of frames")
 
-    clips = temporal_view_indices(n, protocol, num_frames, sampling_rate, num_segments)
+    size = views.crop_size
+    clips = temporal_view_indices(n, views)
     needed = np.unique(np.concatenate(clips))
     rows = torch.from_numpy(_rows_for(known, needed))
     # Resize + normalise each needed frame once: 3 x U x H' x W'.
-    ready = normalize(resize_short_side(x[rows], crop_size))
+    ready = normalize(resize_short_side(x[rows], size))
     height, width = ready.shape[-2:]
-    starts = spatial_crop_starts(max(height, width), crop_size, num_crops)
-    views: list[ClipView] = []
+    starts = spatial_crop_starts(max(height, width), size, views.num_crops)
+    out: list[ClipView] = []
     for chunk, clip_idx in enumerate(clips):
         clip = ready[:, torch.from_numpy(np.searchsorted(needed, clip_idx))]
         for crop, s in enumerate(starts):
             # The release crops along H when H >= W, else along W.
-            window = clip[:, :, s : s + crop_size, :] if height >= width else clip[:, :, :, s : s + crop_size]
-            views.append(ClipView(chunk, crop, window.contiguous()))
-    return views
+            window = clip[:, :, s : s + size, :] if height >= width else clip[:, :, :, s : s + size]
+            out.append(ClipView(chunk, crop, window.contiguous()))
+    return out

@@ -14,15 +14,18 @@ video) gave frames bit-identical to decord 0.6.0 on the sample clips.
 
 Errors are strict, where the release silently swaps in another video:
 ``VideoDecodeError`` for a missing, empty or non-video file, a file without a
-video stream, zero decodable frames, a decoder error, or a packet the demuxer
-flags as corrupt (a file cut mid-packet). A file cut exactly between packets
-(possible for MKV/AVI) cannot be told apart from a shorter video and simply
-yields fewer frames.
+video stream, zero decodable frames, a decoder error, a packet the demuxer
+flags as corrupt (an MP4 cut mid-packet), or a truncated Matroska/WebM file.
+FFmpeg's Matroska demuxer drops a cut block silently, so a cut WebM would
+decode as a shorter video; two checks catch it (see :func:`_check_matroska_size`
+and :func:`_check_decoded_duration`). A file written with neither a Segment
+size nor a duration (live-streamed WebM) cannot be told apart from a shorter video.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from sta.data.sampling import ClipView, make_test_views, temporal_view_indices
+from sta.data.sampling import ClipView, ViewProtocol, make_test_views, temporal_view_indices
 
 __all__ = [
     "SampledFrames",
@@ -92,6 +95,93 @@ class _Pass:
     count: int
 
 
+EBML_HEADER, MATROSKA_SEGMENT = 0x1A45DFA3, 0x18538067  # element IDs (Matroska / WebM)
+
+
+def _ebml_vint(data: bytes, i: int, is_id: bool) -> tuple[int | None, int]:
+    """An EBML variable-length integer at ``data[i]``: (value, next offset); value None = "unknown size"."""
+    if i >= len(data):
+        raise ValueError("cut short")
+    length = 1
+    while length <= 8 and not data[i] & (0x80 >> (length - 1)):
+        length += 1
+    if length > (4 if is_id else 8) or i + length > len(data):
+        raise ValueError("not EBML")
+    if is_id:  # IDs keep their length marker bits
+        return int.from_bytes(data[i : i + length], "big"), i + length
+    value = data[i] & ((0x80 >> (length - 1)) - 1)
+    for k in range(1, length):
+        value = (value << 8) | data[i + k]
+    return (None if value == (1 << (7 * length)) - 1 else value), i + length
+
+
+def _check_matroska_size(path: str) -> None:
+    """A Matroska/WebM file shorter than the Segment size its header declares was cut: raise.
+
+    Reads only the first 4 KiB. Files of other formats, and Segments of unknown
+    size (live-written WebM), pass unchecked.
+    """
+    file_size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head.startswith(EBML_HEADER.to_bytes(4, "big")):
+        return  # not Matroska / WebM
+    try:
+        i = 0
+        while True:  # skip the EBML header (and any Void / CRC element) up to the Segment
+            element, j = _ebml_vint(head, i, is_id=True)
+            size, data_start = _ebml_vint(head, j, is_id=False)
+            if element == MATROSKA_SEGMENT:
+                if size is not None and data_start + size > file_size:
+                    raise VideoDecodeError(
+                        f"{path}: truncated file: {file_size} bytes, its Matroska header declares "
+                        f"{data_start + size}"
+                    )
+                return
+            if size is None:
+                return
+            i = data_start + size
+    except ValueError:
+        if file_size <= len(head):
+            raise VideoDecodeError(f"{path}: truncated file: cut inside its Matroska header") from None
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """The video's end time (seconds) that a Matroska/WebM muxer wrote down, if any.
+
+    FFmpeg and mkvmerge write a per-track ``DURATION`` tag; otherwise the
+    Segment's duration stands for the video only when the file has no other stream.
+    """
+    if not container.format.name.startswith("matroska"):
+        return None
+    for key, value in stream.metadata.items():
+        if key.upper().split("-")[0] == "DURATION":  # "DURATION" or "DURATION-eng"
+            match = re.fullmatch(r"\s*(\d+):(\d+):(\d+(?:\.\d+)?)\s*", value or "")
+            if match:
+                return int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
+    if len(container.streams) == 1 and container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _check_decoded_duration(path: str, declared: float | None, pts: list[int], end: float | None,
+                            time_base, count: int) -> None:
+    """Raise if the decoded frames end before the declared duration by more than half a frame interval.
+
+    ``pts``: the decoded frames' timestamps (stream units), ``end``: the last
+    frame's end in seconds. Whole files end exactly at the declared duration
+    (checked on VFR, odd-sized, audio-carrying and re-muxed files).
+    """
+    if declared is None or end is None:
+        return
+    times = np.unique(np.asarray(pts, dtype=np.int64))
+    interval = float(np.median(np.diff(times)) * time_base) if len(times) > 1 else 0.0
+    if declared - end > max(0.5 * interval, 0.002):
+        raise VideoDecodeError(
+            f"{path}: truncated file: {count} frames decoded up to {end:.3f}s of the {declared:.3f}s it declares"
+        )
+
+
 def _check_file(path: str) -> None:
     """Raise VideoDecodeError for a missing, non-regular or empty file."""
     if not os.path.exists(path):
@@ -111,6 +201,7 @@ def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vid
             bytes, or an MP4 whose index was cut off), or no video stream.
     """
     _check_file(path)
+    _check_matroska_size(path)
     try:
         # Undecodable tag text (common in downloaded clips) must not reject a
         # video whose pictures are fine.
@@ -153,6 +244,8 @@ def _decode_pass(path: str, wanted: np.ndarray | None, stop_early: bool) -> _Pas
     kept: dict[int, np.ndarray] = {}
     count = 0
     size: tuple[int, int] | None = None
+    pts: list[int] = []
+    end: float | None = None  # end of the last decoded frame, seconds
     with _open_video(path) as (container, stream):
         try:
             for packet in container.demux(stream):
@@ -165,6 +258,10 @@ def _decode_pass(path: str, wanted: np.ndarray | None, stop_early: bool) -> _Pas
                 for frame in packet.decode():  # the final empty packet flushes the decoder
                     if size is None:
                         size = (frame.width, frame.height)
+                    if frame.pts is not None:
+                        pts.append(frame.pts)
+                        frame_end = float((frame.pts + (frame.duration or 0)) * stream.time_base)
+                        end = frame_end if end is None else max(end, frame_end)
                     if wanted_set is None or count in wanted_set:
                         # Fixed output size: a mid-stream resolution change must
                         # not break stacking (decord also emits one size).
@@ -176,6 +273,8 @@ def _decode_pass(path: str, wanted: np.ndarray | None, stop_early: bool) -> _Pas
             raise VideoDecodeError(
                 f"{path}: truncated or corrupt stream (decoding failed after {count} frames): {exc}"
             ) from exc
+        if count:
+            _check_decoded_duration(path, _declared_duration(container, stream), pts, end, stream.time_base, count)
     if count == 0:
         raise VideoDecodeError(f"{path}: zero decodable frames")
     return _Pass(kept, count)
@@ -305,38 +404,25 @@ def read_sampled_frames(
 
 def read_test_views(
     path: str | os.PathLike[str],
-    protocol: str,
-    crop_size: int = 224,
-    num_crops: int = 3,
-    num_frames: int = 16,
-    sampling_rate: int = 4,
-    num_segments: int | None = None,
+    protocol: ViewProtocol | str = "kinetics",
     num_frames_hint: int | None = None,
+    **overrides: int,
 ) -> list[ClipView]:
-    """Decode a video once and build all its VideoMAE test views.
+    """Decode a video once and build all its VideoMAE test views, as ``sta eval`` feeds them to the model.
 
-    Args:
-        path: video file.
-        protocol, crop_size, num_crops, num_frames, sampling_rate, num_segments:
-            see ``sta.data.sampling.make_test_views``.
-        num_frames_hint: optional frame-count guess (see ``read_sampled_frames``).
-
-    Returns:
-        ``list[ClipView]`` of ``(chunk, crop, clip)``, clip ``3 x T x S x S``
-        float32, ordered chunk-major like the release.
+    ``protocol``: a :class:`ViewProtocol`, or a protocol name (``"kinetics"``,
+    ``"ssv2"``) whose release defaults ``overrides`` change
+    (``read_test_views(path, "ssv2", crop_size=224)``). ``num_frames_hint``: an
+    optional frame-count guess (see :func:`read_sampled_frames`).
+    Returns ``ClipView(chunk, crop, clip)`` per view, chunk-major like the
+    release, clip ``3 x F x S x S`` float32.
     """
-    def sampler(n: int) -> list[np.ndarray]:
-        return temporal_view_indices(n, protocol, num_frames, sampling_rate, num_segments)
-
-    sampled = read_sampled_frames(path, sampler, num_frames_hint)
-    return make_test_views(
-        sampled.frames,
-        protocol,
-        crop_size=crop_size,
-        num_crops=num_crops,
-        num_frames=num_frames,
-        sampling_rate=sampling_rate,
-        num_segments=num_segments,
-        frame_indices=sampled.indices,
-        num_video_frames=sampled.num_video_frames,
-    )
+    if isinstance(protocol, ViewProtocol):
+        if overrides:
+            raise TypeError("pass either a ViewProtocol or a protocol name with overrides, not both")
+        views = protocol
+    else:
+        views = ViewProtocol.for_dataset(protocol, **overrides)
+    sampled = read_sampled_frames(path, lambda n: temporal_view_indices(n, views), num_frames_hint)
+    return make_test_views(sampled.frames, views, frame_indices=sampled.indices,
+                           num_video_frames=sampled.num_video_frames)

@@ -53,7 +53,7 @@ def run_demo(methods: list[str] | None = None, rs: tuple[RSpec, ...] = DEMO_RS, 
     bar = Progress(total=len(configs) * num_clips, unit="clips", enabled=progress, desc="sta demo")
     rows = []
     for method, r in configs:
-        _configure(model, "sta" if method == "none" else method, r)
+        model.set_pruning(r, "sta" if method == "none" else method)
         correct, seconds = 0, 0.0
         with torch.inference_mode():
             for _ in range(2):  # warm-up for this configuration's shapes
@@ -72,20 +72,12 @@ def run_demo(methods: list[str] | None = None, rs: tuple[RSpec, ...] = DEMO_RS, 
     return rows
 
 
-def _configure(model, method: str, r: RSpec) -> None:
-    model.method = "sta"  # every method accepts r=0 and STA every valid r: switch through them
-    model.r = r
-    model.method = method
-
-
 def _runs(model, method: str, r: RSpec) -> bool:
     try:
-        _configure(model, method, r)
-        return True
+        with model.pruning(r, method):
+            return True
     except ValueError:
         return False
-    finally:
-        _configure(model, "sta", 0)
 
 
 def print_rows(rows: list[DemoRow]) -> None:

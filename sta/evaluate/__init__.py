@@ -1,5 +1,6 @@
 """Multi-view evaluation (`sta eval`): the VideoMAE test protocol, resumable predictions, torchrun."""
 
-from sta.evaluate.run import DATASETS, EvalSettings, ResumeMismatch, evaluate
+from sta.evaluate.records import ResumeMismatch
+from sta.evaluate.run import DATASETS, EvalSettings, EvalSummary, evaluate, video_scores
 
-__all__ = ["DATASETS", "EvalSettings", "ResumeMismatch", "evaluate"]
+__all__ = ["DATASETS", "EvalSettings", "EvalSummary", "ResumeMismatch", "evaluate", "video_scores"]

@@ -165,27 +165,24 @@ def r_for_budget(model: nn.Module, flops_reduction: float | None = None, keep_ra
     target = flops_reduction if flops_reduction is not None else keep_ratio
     if not 0 < target < 1:
         raise ValueError(f"a budget is a fraction between 0 and 1, got {target}")
-    cfg, saved = model.cfg, model.r
+    cfg = model.cfg
     total = cfg.num_slices * cfg.tokens_per_slice
+    with model.pruning(r=0):
+        base = count_flops(model)
 
     def meets(r: int) -> bool:
         if keep_ratio is not None:
             return tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, r)[-1] / total <= keep_ratio
-        model.r = r
-        return count_flops(model) <= (1 - flops_reduction) * base
+        with model.pruning(r=r):
+            return count_flops(model) <= (1 - flops_reduction) * base
 
-    try:
-        model.r = 0
-        base = count_flops(model)
-        lo, hi = 1, _largest_r(model)
-        if hi < 1 or not meets(hi):
-            raise ValueError(f"no r reaches that budget on this model (largest valid r is {hi})")
-        while lo < hi:  # FLOPs fall and tokens fall as r grows: bisect for the first r that meets it
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if meets(mid) else (mid + 1, hi)
-        return lo
-    finally:
-        model.r = saved
+    lo, hi = 1, _largest_r(model)
+    if hi < 1 or not meets(hi):
+        raise ValueError(f"no r reaches that budget on this model (largest valid r is {hi})")
+    while lo < hi:  # FLOPs fall and tokens fall as r grows: bisect for the first r that meets it
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if meets(mid) else (mid + 1, hi)
+    return lo
 
 
 def _largest_r(model: nn.Module) -> int:
@@ -194,8 +191,8 @@ def _largest_r(model: nn.Module) -> int:
     while lo < hi:
         mid = (lo + hi + 1) // 2
         try:
-            model.r = mid
-            lo = mid
+            with model.pruning(r=mid):
+                lo = mid
         except ValueError:
             hi = mid - 1
     return lo

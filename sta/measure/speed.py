@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from sta.core.schedule import normalize_r
+from sta.core.schedule import RSpec, normalize_r
 from sta.utils.device import parse_dtype, resolve_device, synchronize
 
 
@@ -52,28 +52,38 @@ def random_clips(model: nn.Module, batch_size: int, dtype: torch.dtype, device: 
     return clips.to(device=device, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class BenchRow:
+    """Speed of one configuration."""
+
+    r: RSpec
+    batch_size: int
+    dtype: str
+    device: str
+    ms_per_clip: float
+    clips_per_s: float
+    speedup: float  # over r=0, measured in the same call
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "float32", device: str = "cpu",
-              warmup: int = 2, repeats: int = 5) -> list[dict]:
+              warmup: int = 2, repeats: int = 5) -> list[BenchRow]:
     """ms/clip and clips/s of ``model`` at each r in ``rs``, plus the speed-up over r=0.
 
     r=0 is measured first when ``rs`` lacks it. The model is moved to ``device``
-    and ``dtype``; r is set in turn and restored afterwards. Returns one dict per r.
+    and ``dtype``; its r is restored afterwards.
     """
     if not any(normalize_r(r) == (0, 0, 0) for r in rs):
         rs = [0, *rs]
     torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
     model = model.to(device=torch_device, dtype=torch_dtype)
     clips = random_clips(model, batch_size, torch_dtype, torch_device)
-    original_r, rows = model.r, []
-    try:
-        for r in rs:
-            model.r = r
-            timing = time_forward(model, clips, warmup, repeats)
-            rows.append(dict(r=r, batch_size=batch_size, dtype=dtype, device=str(torch_device),
-                             ms_per_clip=timing.ms_per_clip, clips_per_s=timing.clips_per_s))
-    finally:
-        model.r = original_r
-    base = next(row for row in rows if normalize_r(row["r"]) == (0, 0, 0))
-    for row in rows:
-        row["speedup"] = base["ms_per_clip"] / row["ms_per_clip"]
-    return rows
+    timings = []
+    for r in rs:
+        with model.pruning(r=r):
+            timings.append(time_forward(model, clips, warmup, repeats))
+    base = next(t for r, t in zip(rs, timings) if normalize_r(r) == (0, 0, 0)).ms_per_clip
+    return [BenchRow(r, batch_size, dtype, str(torch_device), t.ms_per_clip, t.clips_per_s, base / t.ms_per_clip)
+            for r, t in zip(rs, timings)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -25,6 +26,8 @@ try:
 except (ImportError, AttributeError):  # numpy moved these again; tensors alone still load
     pass
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
+PICKLE_PROTO = b"\x80"  # the legacy format: pickles start with the PROTO opcode
 WRAPPER_KEYS = ("model", "module", "state_dict", "model_state")
 
 
@@ -35,30 +38,59 @@ class CheckpointError(RuntimeError):
 def read_checkpoint(path: str | os.PathLike, allow_unsafe: bool = False) -> dict:
     """Unpickle a checkpoint file with ``weights_only=True`` (plus the allow-list above).
 
-    A file that needs arbitrary code is refused unless ``allow_unsafe=True``
-    (CLI: ``--allow-unsafe-checkpoint``), which only makes sense for files you trust.
+    A file that needs arbitrary code is refused, naming what it would run,
+    unless ``allow_unsafe=True`` (CLI: ``--allow-unsafe-checkpoint``), which
+    only makes sense for files you trust.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory; for a Hugging Face model folder use --hf-model")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
-    if allow_unsafe:
-        return torch.load(path, map_location="cpu", weights_only=False)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not (magic.startswith(ZIP_MAGIC) or magic[:1] == PICKLE_PROTO):
+        raise CheckpointError(f"{path!r} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols it then reads fine
+            if allow_unsafe:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
         text = str(err)
-        if "Unsupported global" in text:
-            culprit = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-            raise CheckpointError(
-                f"checkpoint {path!r} holds an object that needs arbitrary code to unpickle"
-                f"{f' ({culprit.group(1)})' if culprit else ''}. If you trust the file, pass "
-                "--allow-unsafe-checkpoint (Python: allow_unsafe=True)."
-            ) from err
+        if "Unsupported global" in text or "Weights only load failed" in text and magic.startswith(ZIP_MAGIC):
+            culprits = _unsafe_globals(path) or re.findall(r"Unsupported global: GLOBAL (\S+)", text)
+            if culprits:
+                raise CheckpointError(
+                    f"checkpoint {path!r} holds objects that run code when unpickled ({', '.join(culprits[:5])}): "
+                    "loading it can execute arbitrary code. Only if you trust where the file comes from, pass "
+                    "--allow-unsafe-checkpoint (Python: allow_unsafe=True)."
+                ) from err
+        if not magic.startswith(ZIP_MAGIC):
+            raise CheckpointError(f"{path!r} is not a PyTorch checkpoint that loads safely: a pickle holding "
+                                  "objects other than tensors. If it is a legacy checkpoint you trust, pass "
+                                  "--allow-unsafe-checkpoint (it may run arbitrary code).") from err
         detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        first_line = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        reason = detail.group(1).strip() if detail else first_line
-        raise CheckpointError(f"checkpoint {path!r} is not a readable PyTorch file: {reason}") from err
+        reason = detail.group(1).strip() if detail else _first_line(text, err)
+        raise CheckpointError(f"checkpoint {path!r} is not a readable PyTorch file (truncated or damaged?): "
+                              f"{reason}") from err
+
+
+def _unsafe_globals(path: str) -> list[str]:
+    """Names of the code-running globals a zip checkpoint refers to, beyond the allow-list."""
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # damaged beyond reading its pickle: the caller reports that instead
+        return []
+    allowed = {name for entry in SAFE_GLOBALS if isinstance(entry, tuple) for name in entry[1:]}
+    allowed |= {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS if not isinstance(g, tuple)}
+    return [name for name in found if name not in allowed]
+
+
+def _first_line(text: str, err: BaseException) -> str:
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
 def extract_state_dict(obj: Mapping) -> dict[str, Tensor]:
@@ -95,10 +127,25 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> None:
         parts = [f"{label} ({len(keys)}): {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
                  if keys]
-        hint = ""
-        if any(k.startswith("head.") for k in misshaped):
-            hint = " (head shape differs: check --nb_classes / num_classes)"
-        raise CheckpointError("checkpoint does not fit the model" + hint + ":\n  " + "\n  ".join(parts))
+        raise CheckpointError(f"checkpoint does not fit the model ({_mismatch_hint(expected, state)}):\n  "
+                              + "\n  ".join(parts))
+
+
+def _mismatch_hint(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str:
+    """Say what differs in the user's terms: the model size, the class count, or the layout."""
+    def size(sd: Mapping[str, Tensor]) -> tuple[int | None, int]:
+        weight = sd.get("patch_embed.proj.weight")
+        depth = len({m.group(1) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+        return (weight.shape[0] if weight is not None else None), depth
+
+    (want_width, want_depth), (got_width, got_depth) = size(expected), size(state)
+    if got_width is not None and (got_width, got_depth) != (want_width, want_depth):
+        return (f"the checkpoint is a different model size: width {got_width}, depth {got_depth}; the model has "
+                f"width {want_width}, depth {want_depth}; pick the matching --model")
+    head, got_head = expected.get("head.weight"), state.get("head.weight")
+    if head is not None and got_head is not None and head.shape != got_head.shape:
+        return f"the checkpoint's head has {got_head.shape[0]} classes, the model {head.shape[0]}: check --nb_classes"
+    return "different parameter names or shapes"
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, allow_unsafe: bool = False) -> nn.Module:

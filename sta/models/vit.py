@@ -8,6 +8,8 @@ attention matrix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,6 +192,25 @@ class VisionTransformer(nn.Module):
     def method(self, value: str) -> None:
         check_method(value, self.stages)
         self._method = value
+
+    def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
+        """Set r and/or the method together (each is checked against the other only once both are set)."""
+        if method is not None and r is not None:
+            self.method = "sta"  # accepts every valid r, so switching passes through it
+        if r is not None:
+            self.r = r
+        if method is not None:
+            self.method = method
+
+    @contextmanager
+    def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator[VisionTransformer]:
+        """``with model.pruning(r=0): ...`` runs at another r / method and restores the old ones after."""
+        saved = self.r, self.method
+        try:
+            self.set_pruning(r, method)
+            yield self
+        finally:
+            self.set_pruning(*saved)
 
     def check_input(self, x: Tensor) -> None:
         cfg = self.cfg

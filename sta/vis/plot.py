@@ -14,9 +14,16 @@ def read_summaries(paths: list[str | Path]) -> list[dict]:
     rows = []
     for path in map(Path, paths):
         file = path / "summary.json" if path.is_dir() else path
-        with open(file) as f:
-            summary = json.load(f)
-        model = summary.get("model", {})
+        try:
+            summary = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"{file}: not found") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{file}: not valid JSON ({err})") from None
+        if not isinstance(summary, dict) or not all(
+                isinstance(summary.get(k), (int, float)) for k in ("top1", "gflops_per_view")):
+            raise ValueError(f"{file}: not an `sta eval` summary with numbers for top1 and gflops_per_view")
+        model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
         rows.append(dict(method=model.get("method", "sta"), r=model.get("r"), top1=summary["top1"],
                          gflops_per_view=summary["gflops_per_view"], source=str(file)))
     return rows

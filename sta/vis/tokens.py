@@ -9,13 +9,14 @@ the ``plot`` extra (``pip install "sta-prune[plot]"``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sta.core.schedule import format_r
 from sta.data import IMAGENET_MEAN, IMAGENET_STD, read_test_views
 from sta.measure.flops import flops_report
 from sta.models.vit import VisionTransformer
@@ -160,8 +161,28 @@ def compose(rows: list[np.ndarray], title: str, row_labels: list[str]):
 
 # --------------------------------------------------------------------------- the command
 
+@dataclass(frozen=True)
+class VisResult:
+    """What ``sta vis`` found for one video; ``tokens.json`` holds it."""
+
+    video: str
+    method: str
+    r: list[int]  # per stage
+    tokens_per_stage: list[int]  # alive after each stage
+    tokens_total: int
+    gflops_per_view: float
+    predicted_class: int  # at r
+    unpruned_predicted_class: int
+    gradnorm_kept_share: float  # share of the unpruned GradNorm mass on the tokens kept after the last stage
+    gradnorm_kept_share_per_stage: list[float]
+    kept_fraction_per_stage: list[float]
+    kept_positions: list[list[int]]  # per stage, original positions in sequence order
+    gradnorm: list[float]  # per original position
+    files: dict[str, str]  # picture kind -> file name inside the output folder
+
+
 def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, protocol: str = "kinetics",
-              sampling_rate: int = 4, name: str | None = None) -> dict:
+              sampling_rate: int = 4, name: str | None = None) -> VisResult:
     """Write ``kept_tokens.png``, ``gradnorm.png``, ``kept_tokens.gif`` and ``tokens.json`` for one video.
 
     Uses ``model.r`` for the kept tokens and the unpruned model (r = 0) for the
@@ -181,19 +202,16 @@ def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, 
     report = flops_report(model)
 
     r = model.r
-    model.r = 0
-    try:
+    with model.pruning(r=0):
         gradnorm, unpruned_class = token_gradnorm(model, clip)
-    finally:
-        model.r = r
     gradnorm = gradnorm.numpy().astype(np.float64)
     total = gradnorm.sum()
     shares = [float(gradnorm[m].sum() / total) if total > 0 else float("nan") for m in masks]
 
-    r_text = ",".join(map(str, r)) if len(set(r)) > 1 else str(r[0])
+    method = f"{model.method} r={format_r(r if len(set(r)) > 1 else r[0])}"  # e.g. "random r=16"
     stem = name or Path(video).name
     painted = [paint_dropped(frames, m, model) for m in masks]
-    title = (f"{stem}  STA r={r_text}: tokens kept {' -> '.join(map(str, report.tokens))} of {num_tokens}, "
+    title = (f"{stem}  {method}: tokens kept {' -> '.join(map(str, report.tokens))} of {num_tokens}, "
              f"{report.gflops:.2f} GFLOPs/view")
     kept_image, _ = compose(painted, title, [f"after\nstage {k + 1}\n{m.sum()} kept" for k, m in enumerate(masks)])
     kept_image.save(out_dir / "kept_tokens.png")
@@ -201,7 +219,7 @@ def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, 
     heat = colorize(token_grid(gradnorm, model))
     outlined = outline_kept(frames, masks[-1], model)
     grad_image, _ = compose([heat, outlined],
-                            f"{stem}  GradNorm of the predicted class (unpruned model); STA r={r_text} keeps "
+                            f"{stem}  GradNorm of the predicted class (unpruned model); {method} keeps "
                             f"{shares[-1]:.1%} of the GradNorm mass with {masks[-1].sum()}/{num_tokens} tokens",
                             ["GradNorm", "kept after\nstage 3"])
     grad_image.save(out_dir / "gradnorm.png")
@@ -211,15 +229,15 @@ def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, 
     gif_frames[0].save(out_dir / "kept_tokens.gif", save_all=True, append_images=gif_frames[1:], duration=125,
                        loop=0)
 
-    summary = dict(
-        video=str(video), r=list(r), tokens_per_stage=list(report.tokens), tokens_total=num_tokens,
-        gflops_per_view=report.gflops, predicted_class=int(logits[0].argmax()), unpruned_predicted_class=unpruned_class,
-        gradnorm_kept_share=shares[-1], gradnorm_kept_share_per_stage=shares,
+    result = VisResult(
+        video=str(video), method=model.method, r=list(r), tokens_per_stage=list(report.tokens),
+        tokens_total=num_tokens, gflops_per_view=report.gflops, predicted_class=int(logits[0].argmax()),
+        unpruned_predicted_class=unpruned_class, gradnorm_kept_share=shares[-1], gradnorm_kept_share_per_stage=shares,
         kept_fraction_per_stage=[float(m.mean()) for m in masks],
         kept_positions=[p[0].tolist() for p in trace.positions],
         gradnorm=[float(v) for v in gradnorm],
-        files=dict(kept="kept_tokens.png", gradnorm="gradnorm.png", gif="kept_tokens.gif"),
+        files=dict(kept="kept_tokens.png", gradnorm="gradnorm.png", gif="kept_tokens.gif", json="tokens.json"),
     )
     with open(out_dir / "tokens.json", "w") as f:
-        json.dump(summary, f)
-    return summary
+        json.dump(asdict(result), f)
+    return result

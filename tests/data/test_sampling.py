@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from sta.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ViewProtocol,
     kinetics_test_indices,
     make_test_views,
     normalize,
@@ -19,6 +21,9 @@ from sta.data import (
     ssv2_test_indices,
     temporal_view_indices,
 )
+from tests.data.release_views import release_views
+
+SSV2_32 = ViewProtocol.for_dataset("ssv2", crop_size=32)
 
 
 def _as_lists(clips: list[np.ndarray]) -> list[list[int]]:
@@ -116,12 +121,19 @@ def test_ssv2_more_than_two_views_is_rejected() -> None:
         ssv2_test_indices(48, num_segments=3)
 
 
-def test_temporal_view_indices_dispatch_and_defaults() -> None:
-    assert len(temporal_view_indices(300, "kinetics")) == 5
-    assert len(temporal_view_indices(300, "ssv2")) == 2
-    assert _as_lists(temporal_view_indices(48, "ssv2", num_segments=1)) == [list(range(1, 48, 3))]
-    with pytest.raises(ValueError, match="protocol"):
-        temporal_view_indices(48, "ucf101")
+def test_temporal_view_indices_follow_the_protocol() -> None:
+    assert len(temporal_view_indices(300, ViewProtocol.for_dataset("kinetics"))) == 5
+    assert len(temporal_view_indices(300, ViewProtocol.for_dataset("ssv2"))) == 2
+    one = ViewProtocol("ssv2", num_segments=1)
+    assert _as_lists(temporal_view_indices(48, one)) == [list(range(1, 48, 3))]
+
+
+@pytest.mark.parametrize("bad", [dict(protocol="ucf101"), dict(num_frames=0), dict(sampling_rate=0),
+                                 dict(num_segments=0), dict(num_crops=-1), dict(crop_size=0),
+                                 dict(protocol="ssv2", num_segments=3), dict(num_frames=True)])
+def test_view_protocol_refuses_what_it_cannot_do(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        ViewProtocol(**bad)
 
 
 @pytest.mark.parametrize("bad", [0, -3])
@@ -171,33 +183,52 @@ def test_spatial_crop_starts_rejects_short_long_side() -> None:
         spatial_crop_starts(200, 224, 3)
 
 
-def test_resize_uint8_matches_float_bilinear_rounded() -> None:
-    frames = torch.randint(0, 256, (3, 48, 64, 3), dtype=torch.uint8)
+def test_resize_is_opencv_on_each_uint8_frame() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (3, 48, 64, 3), dtype=np.uint8)
     out = resize_short_side(frames, 224)
-    assert out.shape == (3, 224, 298, 3) and out.dtype == torch.uint8
-    ref = F.interpolate(
-        frames.permute(0, 3, 1, 2).float(), size=(224, 298), mode="bilinear", align_corners=False
-    )
-    ref = ref.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    assert torch.equal(out, ref)
+    assert out.shape == (3, 224, 298, 3) and out.dtype == np.uint8
+    for frame, resized in zip(frames, out):
+        assert np.array_equal(resized, cv2.resize(frame, (298, 224), interpolation=cv2.INTER_LINEAR))
+
+
+def test_resize_differs_from_float_bilinear_where_opencv_rounds_in_fixed_point() -> None:
+    """Why not torch: float bilinear + rounding misses OpenCV's uint8 result by one grey level at many pixels."""
+    frames = np.random.default_rng(1).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    ours = resize_short_side(frames, 224)
+    floats = F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(224, 298), mode="bilinear",
+                           align_corners=False).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    differ = ours != floats
+    assert differ.mean() > 0.01 and np.abs(ours.astype(int) - floats).max() == 1
+
+
+def test_resize_is_independent_of_thread_count() -> None:
+    frames = np.random.default_rng(2).integers(0, 256, (4, 90, 160, 3), dtype=np.uint8)
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        one = resize_short_side(frames, 224)
+        cv2.setNumThreads(2)
+        two = resize_short_side(frames, 224)
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(one, two)
 
 
 def test_resize_keeps_constant_frames_and_portrait_layout() -> None:
-    frames = np.full((2, 64, 48, 3), 77, dtype=np.uint8)  # numpy input, portrait
-    out = resize_short_side(frames, 224)
+    frames = np.full((2, 64, 48, 3), 77, dtype=np.uint8)  # portrait
+    out = resize_short_side(torch.from_numpy(frames), 224)
     assert out.shape == (2, 298, 224, 3)
     assert bool((out == 77).all())
 
 
-def test_resize_float_tchw_keeps_layout_and_dtype() -> None:
-    frames = torch.rand(4, 3, 48, 64, dtype=torch.float64)
-    out = resize_short_side(frames, 32)
-    assert out.shape == (4, 3, 32, 42) and out.dtype == torch.float64
-
-
 def test_resize_is_a_no_op_when_short_side_matches() -> None:
-    frames = torch.randint(0, 256, (2, 224, 300, 3), dtype=torch.uint8)
+    frames = np.random.default_rng(3).integers(0, 256, (2, 224, 300, 3), dtype=np.uint8)
     assert resize_short_side(frames, 224) is frames
+
+
+def test_resize_refuses_float_frames() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        resize_short_side(np.zeros((1, 8, 8, 3), dtype=np.float32), 4)
 
 
 def test_normalize_values_and_layout() -> None:
@@ -242,7 +273,7 @@ def _frame_ids(clip: torch.Tensor) -> list[int]:
 
 def test_make_test_views_kinetics_order_indices_and_shapes() -> None:
     n = 200
-    views = make_test_views(_index_video(n, 48, 64), "kinetics", crop_size=224, num_crops=3)
+    views = make_test_views(_index_video(n, 48, 64), ViewProtocol("kinetics", crop_size=224))
     assert [(v.chunk, v.crop) for v in views] == [(c, k) for c in range(5) for k in range(3)]
     expected = kinetics_test_indices(n)
     for view in views:
@@ -252,7 +283,7 @@ def test_make_test_views_kinetics_order_indices_and_shapes() -> None:
 
 
 def test_make_test_views_ssv2_indices() -> None:
-    views = make_test_views(_index_video(48, 64, 48), "ssv2", crop_size=32, num_crops=3)
+    views = make_test_views(_index_video(48, 64, 48), ViewProtocol.for_dataset("ssv2", crop_size=32))
     assert len(views) == 6
     for view in views:
         assert view.clip.shape == (3, 16, 32, 32)
@@ -263,9 +294,8 @@ def test_make_test_views_ssv2_indices() -> None:
 def test_make_test_views_crops_along_long_side(height: int, width: int) -> None:
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (20, height, width, 3), dtype=np.uint8)
-    views = make_test_views(
-        frames, "kinetics", crop_size=32, num_crops=3, num_frames=4, sampling_rate=2, num_segments=2
-    )
+    views = make_test_views(frames, ViewProtocol("kinetics", num_frames=4, sampling_rate=2, num_segments=2,
+                                                 crop_size=32))
     resized = normalize(resize_short_side(frames, 32))  # 3 x 20 x H' x W'
     long_side = max(resized.shape[-2:])
     assert long_side == 42
@@ -281,11 +311,9 @@ def test_make_test_views_from_subset_equals_full_video() -> None:
     rng = np.random.default_rng(1)
     n = 90
     frames = rng.integers(0, 256, (n, 40, 56, 3), dtype=np.uint8)
-    full = make_test_views(frames, "kinetics", crop_size=32)
+    full = make_test_views(frames, ViewProtocol(crop_size=32))
     needed = np.unique(np.concatenate(kinetics_test_indices(n)))
-    subset = make_test_views(
-        frames[needed], "kinetics", crop_size=32, frame_indices=needed, num_video_frames=n
-    )
+    subset = make_test_views(frames[needed], ViewProtocol(crop_size=32), frame_indices=needed, num_video_frames=n)
     assert len(full) == len(subset) == 15
     for a, b in zip(full, subset):
         assert (a.chunk, a.crop) == (b.chunk, b.crop) and torch.equal(a.clip, b.clip)
@@ -293,7 +321,7 @@ def test_make_test_views_from_subset_equals_full_video() -> None:
 
 def test_make_test_views_single_clip_single_crop_is_centre() -> None:
     frames = _index_video(300, 48, 64)
-    (view,) = make_test_views(frames, "kinetics", crop_size=32, num_crops=1, num_segments=1)
+    (view,) = make_test_views(frames, ViewProtocol(crop_size=32, num_crops=1, num_segments=1))
     assert (view.chunk, view.crop) == (0, 0)
     assert _frame_ids(view.clip) == list(range(0, 64, 4))
 
@@ -301,8 +329,46 @@ def test_make_test_views_single_clip_single_crop_is_centre() -> None:
 def test_make_test_views_rejects_missing_frames_and_bad_input() -> None:
     frames = _index_video(10, 48, 64)
     with pytest.raises(ValueError, match="not in frame_indices"):
-        make_test_views(frames[:3], "ssv2", crop_size=32, frame_indices=np.arange(3), num_video_frames=10)
+        make_test_views(frames[:3], SSV2_32, frame_indices=np.arange(3), num_video_frames=10)
     with pytest.raises(ValueError, match="num_video_frames"):
-        make_test_views(frames, "ssv2", crop_size=32, frame_indices=np.arange(10))
+        make_test_views(frames, SSV2_32, frame_indices=np.arange(10))
     with pytest.raises(ValueError, match="uint8"):
-        make_test_views(frames.astype(np.float32), "ssv2", crop_size=32)
+        make_test_views(frames.astype(np.float32), SSV2_32)
+
+
+# ---------------------------------------------------------- the release, pixel for pixel
+
+
+def _random_video(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("protocol", ["kinetics", "ssv2"])
+@pytest.mark.parametrize(("n", "height", "width"), [
+    (90, 48, 64),  # landscape, resize up
+    (70, 64, 48),  # portrait: crops along the height
+    (40, 37, 53),  # odd sizes: truncated long side, fractional crop steps
+    (7, 30, 45),  # shorter than a clip: indices padded (Kinetics) or repeated (SSv2)
+    (50, 32, 77),  # short side already the crop size: no resize
+    (33, 40, 40),  # square: three identical crops
+    (64, 120, 90),  # resize down
+])
+def test_views_equal_the_release_bit_for_bit(protocol: str, n: int, height: int, width: int) -> None:
+    frames = _random_video(n, height, width, seed=n)
+    views = ViewProtocol.for_dataset(protocol, num_frames=8, sampling_rate=3, crop_size=32)
+    expected = release_views(frames, protocol, short_side=32, clip_len=8, rate=3, segments=views.num_segments,
+                             crops=views.num_crops)
+    ours = make_test_views(frames, views)
+    assert [(v.chunk, v.crop) for v in ours] == list(expected)  # chunk-major, as the release
+    for view in ours:
+        assert torch.equal(view.clip, expected[(view.chunk, view.crop)]), (view.chunk, view.crop)
+
+
+def test_release_default_protocol_on_a_real_clip(sample_videos) -> None:
+    """16 frames, 224 short side, 5x3 Kinetics views of a decoded sample clip, bit for bit."""
+    from sta.data import read_video_frames
+
+    frames = read_video_frames(sample_videos / "bikes.mp4")
+    expected = release_views(frames, "kinetics", short_side=224)
+    for view in make_test_views(frames, ViewProtocol()):
+        assert torch.equal(view.clip, expected[(view.chunk, view.crop)])

@@ -12,6 +12,7 @@ import torch
 from sta.data import (
     SampledFrames,
     VideoDecodeError,
+    ViewProtocol,
     count_frames,
     make_test_views,
     read_sampled_frames,
@@ -107,7 +108,7 @@ def test_read_sampled_frames_is_exact_whatever_the_length_guess(
     videos: dict[str, Path], kind: str, hint: int | None
 ) -> None:
     def sampler(n: int) -> list[np.ndarray]:
-        return temporal_view_indices(n, "ssv2")
+        return temporal_view_indices(n, ViewProtocol.for_dataset("ssv2"))
 
     sampled = read_sampled_frames(videos[kind], sampler, num_frames_hint=hint)
     assert isinstance(sampled, SampledFrames)
@@ -123,7 +124,7 @@ def test_read_sampled_frames_is_exact_whatever_the_length_guess(
 def test_read_test_views_equals_views_of_fully_decoded_video(videos: dict[str, Path]) -> None:
     path = videos["mkv"]
     once = read_test_views(path, "kinetics", crop_size=32, num_crops=3)
-    full = make_test_views(read_video_frames(path), "kinetics", crop_size=32, num_crops=3)
+    full = make_test_views(read_video_frames(path), ViewProtocol(crop_size=32, num_crops=3))
     assert len(once) == 15
     for a, b in zip(once, full):
         assert (a.chunk, a.crop) == (b.chunk, b.crop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from sta.data import read_list_file
-from sta.evaluate.run import EvalSettings, ResumeMismatch, evaluate, video_scores
+from sta.data import ViewProtocol, read_list_file
+from sta.evaluate import EvalSettings, ResumeMismatch, evaluate, video_scores
 from tests.videos import noise_video, solid_video
 
 GREYS = [20, 70, 120, 170, 220]  # class c <-> grey level GREYS[c]
-SETTINGS = EvalSettings(protocol="kinetics", num_frames=16, sampling_rate=2, num_segments=2, num_crops=3,
-                        crop_size=32, batch_size=4)
+VIEWS = ViewProtocol("kinetics", num_frames=16, sampling_rate=2, num_segments=2, num_crops=3, crop_size=32)
+SETTINGS = EvalSettings(views=VIEWS, batch_size=4)
 
 
 class GreyReader(nn.Module):
@@ -62,12 +63,12 @@ def entries_of(root):
 def test_known_accuracy_and_skips(dataset, tmp_path):
     model = GreyReader()
     summary = evaluate(model, entries_of(dataset), SETTINGS, tmp_path, {"name": "grey"}, progress=False)
-    assert summary["top1"] == pytest.approx(80.0) and summary["top5"] == pytest.approx(100.0)
-    assert summary["videos"] == 5 and summary["views"] == 5 * 6 and model.views_seen == 30
-    assert {s["video"] for s in summary["skipped"]} == {"missing.mp4", "empty.mp4", "junk.mp4"}
-    assert all(s["reason"] for s in summary["skipped"])
+    assert summary.top1 == pytest.approx(80.0) and summary.top5 == pytest.approx(100.0)
+    assert summary.videos == 5 and summary.views == 5 * 6 and model.views_seen == 30
+    assert {s["video"] for s in summary.skipped} == {"missing.mp4", "empty.mp4", "junk.mp4"}
+    assert all(s["reason"] for s in summary.skipped)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk["top1"] == summary["top1"] and len(on_disk["skipped"]) == 3
+    assert on_disk["top1"] == summary.top1 and len(on_disk["skipped"]) == 3
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()[1:]]
     assert sorted((r["video"], r["chunk"], r["crop"]) for r in records) == sorted(
         (f"v{c}.mp4", ch, cr) for c in range(5) for ch in range(2) for cr in range(3))
@@ -85,9 +86,9 @@ def test_resume_recomputes_only_missing_views(dataset, tmp_path):
     model = GreyReader()
     resumed = evaluate(model, entries_of(dataset), SETTINGS, tmp_path / "resumed", {"name": "grey"}, progress=False)
     assert model.views_seen == 30 - 12
-    assert resumed["resumed_views"] == 12
+    assert resumed.resumed_views == 12
     for key in ("top1", "top5", "videos", "views"):
-        assert resumed[key] == full[key]
+        assert getattr(resumed, key) == getattr(full, key)
     lines = (tmp_path / "resumed" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 1 + 30 and all(json.loads(line) for line in lines)
 
@@ -98,7 +99,7 @@ def test_resume_refuses_other_model_or_protocol(dataset, tmp_path):
     with pytest.raises(ResumeMismatch, match=r"model\.r: stored \[0, 0, 0\], now \[4, 4, 4\]"):
         evaluate(GreyReader(), entries_of(dataset), SETTINGS, tmp_path, {"name": "grey", "r": [4, 4, 4]},
                  progress=False)
-    other = EvalSettings(**{**SETTINGS.__dict__, "num_crops": 1})
+    other = EvalSettings(views=ViewProtocol(**{**VIEWS.to_dict(), "num_crops": 1}), batch_size=4)
     with pytest.raises(ResumeMismatch, match="protocol.num_crops"):
         evaluate(GreyReader(), entries_of(dataset), other, tmp_path, {"name": "grey", "r": [0, 0, 0]},
                  progress=False)
@@ -111,16 +112,23 @@ def test_video_score_is_mean_of_view_softmaxes():
 
 
 def test_one_segment_one_crop_works(dataset, tmp_path):
-    settings = EvalSettings(**{**SETTINGS.__dict__, "num_segments": 1, "num_crops": 1})
+    settings = EvalSettings(views=ViewProtocol(**{**VIEWS.to_dict(), "num_segments": 1, "num_crops": 1}))
     summary = evaluate(GreyReader(), entries_of(dataset), settings, tmp_path, {"name": "grey"}, progress=False)
-    assert summary["views"] == 5 and summary["top1"] == pytest.approx(80.0)
+    assert summary.views == 5 and summary.top1 == pytest.approx(80.0)
 
 
 # ----------------------------------------------------------------------------------- CLI, torchrun
 
+def free_port() -> int:
+    """A port nobody listens on now: each torchrun gets its own, so runs never meet a port still in TIME_WAIT."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cli_eval(args, cwd, nproc=1):
     base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-            str(29500 + os.getpid() % 1000)] if nproc > 1 else [sys.executable]
+            str(free_port())] if nproc > 1 else [sys.executable]
     # `--` stops torchrun's own parser, which would read --r as an abbreviation of its --rdzv-* options
     cmd = base + ["-m", "sta"] + (["--"] if nproc > 1 else []) + [
                   "eval", "--model", "vit_small_patch16_224", "--input-size", "32",
@@ -148,6 +156,9 @@ def test_torchrun_two_processes_equal_one(noise_dataset, tmp_path):
     for key in ("top1", "top5", "videos", "views"):
         assert double[key] == single[key]
     assert double["world_size"] == 2 and [s["video"] for s in double["skipped"]] == [f"{noise_dataset}/gone.mp4"]
+    assert double["computed_videos"] == single["computed_videos"] == 6  # every rank's, not rank 0's
+    again = cli_eval(common + ["--output-dir", str(tmp_path / "two")], tmp_path, nproc=2)
+    assert again["resumed_views"] == 5 * 6 and again["computed_videos"] == 1  # only the missing video is retried
     one = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(tmp_path / "one")}
     two = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(tmp_path / "two")}
     assert one.keys() == two.keys() and len(one) == 5 * 6

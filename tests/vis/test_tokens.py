@@ -36,9 +36,9 @@ def test_exactly_the_dropped_tokens_are_white(rendered, video):
     image = np.asarray(Image.open(out / "kept_tokens.png").convert("RGB"))
     layout = GridLayout(cfg.img_size, cfg.img_size)
     side, p = cfg.img_size // cfg.patch_size, cfg.patch_size
-    for stage, kept in enumerate(summary["kept_positions"]):
+    for stage, kept in enumerate(summary.kept_positions):
         kept = set(kept)
-        assert len(kept) == summary["tokens_per_stage"][stage]
+        assert len(kept) == summary.tokens_per_stage[stage]
         for f in range(cfg.num_frames):
             y0, x0 = layout.origin(stage, f)
             tile = image[y0 : y0 + cfg.img_size, x0 : x0 + cfg.img_size]
