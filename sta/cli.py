@@ -259,7 +259,7 @@ def cmd_eval(args) -> None:
                          "protocol crops windows of the short side, which are the model's input")
     views = ViewProtocol.for_dataset(protocol, num_frames=cfg.num_frames, sampling_rate=args.sampling_rate,
                                      num_segments=args.test_num_segment, num_crops=args.test_num_crop,
-                                     crop_size=cfg.img_size)
+                                     crop_size=cfg.img_size, mean=cfg.mean, std=cfg.std)
     settings = EvalSettings(views=views, dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers,
                             device=args.device)
     set_single_r(args, model, default=0)

@@ -66,12 +66,18 @@ class ViewProtocol:
     num_segments: int = 5  # temporal clips per video: Kinetics 5, SSv2 2 (at most 2: the release hard-codes it)
     num_crops: int = 3  # spatial crops along the long side (1 = centre crop)
     crop_size: int = 224  # the short side is resized to this, and crops are this square (the model's input size)
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel normalisation the model was trained with
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         _check_positive(num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                         num_segments=self.num_segments, num_crops=self.num_crops, crop_size=self.crop_size)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std above 0; got {self.mean}, {self.std}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))  # lists from JSON compare equal
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.protocol == "ssv2" and self.num_segments > 2:
             raise ValueError(f"ssv2 test sampling defines 1 or 2 temporal views, got num_segments={self.num_segments}")
 
@@ -86,7 +92,7 @@ class ViewProtocol:
         return self.num_segments * self.num_crops
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
 
 class ClipView(NamedTuple):
@@ -242,8 +248,9 @@ def spatial_crop_starts(long_side: int, crop_size: int = 224, num_crops: int = 3
     return [int(i * step) for i in range(num_crops)]
 
 
-def normalize(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Frames to model input: scale to [0, 1], ImageNet mean/std, channels first.
+def normalize(frames: torch.Tensor | np.ndarray, mean: tuple[float, ...] = IMAGENET_MEAN,
+              std: tuple[float, ...] = IMAGENET_STD) -> torch.Tensor:
+    """Frames to model input: scale to [0, 1], subtract ``mean``, divide by ``std``, channels first.
 
     Bit-identical to the release's ``ClipToTensor`` (float64 ``/ 255``, then
     float32) + ``Normalize`` (float32 ``sub_(mean).div_(std)``): float32
@@ -267,9 +274,9 @@ def normalize(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         x = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     else:
         raise TypeError(f"frames must be uint8 or floating point, got {x.dtype}")
-    mean = torch.as_tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None, None]
-    std = torch.as_tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None, None]
-    return x.sub_(mean).div_(std)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32)[:, None, None, None]
+    std_t = torch.as_tensor(std, dtype=torch.float32)[:, None, None, None]
+    return x.sub_(mean_t).div_(std_t)
 
 
 def _rows_for(frame_indices: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -320,7 +327,7 @@ def make_test_views(
     needed = np.unique(np.concatenate(clips))
     rows = torch.from_numpy(_rows_for(known, needed))
     # Resize + normalise each needed frame once: 3 x U x H' x W'.
-    ready = normalize(resize_short_side(x[rows], size))
+    ready = normalize(resize_short_side(x[rows], size), views.mean, views.std)
     height, width = ready.shape[-2:]
     starts = spatial_crop_starts(max(height, width), size, views.num_crops)
     out: list[ClipView] = []

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from sta.core.attention import attend
 from sta.core.methods import METHODS, ReductionState, check_method
 from sta.core.schedule import RSpec, build_stages, normalize_r, stage_blocks
+from sta.data.sampling import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class ViTConfig:
     in_chans: int = 3
     num_classes: int = 400  # Kinetics-400; 174 for Something-Something V2
     norm_eps: float = 1e-6  # the release uses 1e-6 in every LayerNorm
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalisation the weights expect (release: ImageNet)
+    std: tuple[float, float, float] = IMAGENET_STD
 
     @property
     def num_slices(self) -> int:

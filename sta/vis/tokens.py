@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from sta.core.schedule import format_r
-from sta.data import IMAGENET_MEAN, IMAGENET_STD, read_test_views
+from sta.data import ViewProtocol, read_test_views
 from sta.measure.flops import flops_report
 from sta.models.vit import VisionTransformer
 from sta.utils.optional import require_pillow
@@ -40,11 +40,13 @@ def sample_clip(video: str | Path, model: VisionTransformer, protocol: str = "ki
     for display, ``F x H x W x 3`` uint8.
     """
     cfg = model.cfg
-    view = read_test_views(video, protocol, crop_size=cfg.img_size, num_crops=1, num_frames=cfg.num_frames,
-                           sampling_rate=sampling_rate, num_segments=1)[0]
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None, None], torch.tensor(IMAGENET_STD)[:, None, None, None]
-    frames = ((view.clip * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0)
-    return view.clip, frames.numpy()
+    views = ViewProtocol(protocol, num_frames=cfg.num_frames, sampling_rate=sampling_rate, num_segments=1,
+                         num_crops=1, crop_size=cfg.img_size, mean=cfg.mean, std=cfg.std)
+    clip = read_test_views(video, views)[0].clip
+    mean = torch.tensor(views.mean)[:, None, None, None]
+    std = torch.tensor(views.std)[:, None, None, None]
+    frames = ((clip * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0)
+    return clip, frames.numpy()
 
 
 # --------------------------------------------------------------------------- token maps
