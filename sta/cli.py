@@ -245,6 +245,7 @@ def cmd_eval(args) -> None:
     from sta.utils.device import resolve_device
     from sta.utils.distributed import init_distributed
 
+    resolve_model_args(args)
     protocol, dataset_classes = DATASETS[args.data_set]
     list_file = os.path.join(args.data_path, f"{args.split}.csv")
     if not os.path.isfile(list_file):
@@ -378,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p, weights=False)
     add_pruning_args(p, sweep=True)
     p.add_argument("--batch-size", "--batch_size", type=positive_int, default=1, help="clips per forward")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of weights and activations (STA scores in float32 whatever this is)")
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards first")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed forwards (the median is reported)")
@@ -413,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=2,
                    help="decoding processes (0 = decode in the main process)")
     g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of weights and activations (STA scores in float32 whatever this is)")
     g.add_argument("--dist-eval", "--dist_eval", action="store_true",
                    help="accepted for run_inference.py users; under torchrun the split is automatic")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -1,5 +1,6 @@
-"""The `sta` command line: flops and bench, as a user calls them."""
+"""The `sta` command line as a user calls it: results, help, and one-line errors for bad input."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -72,3 +73,133 @@ def test_bench_always_measures_against_r0(capsys):
     rows = run_json(capsys, ["bench", "--model", "vit_small_patch16_224", "--input-size", "32", "--r", "2",
                              "--warmup", "0", "--repeats", "1", "--json"])
     assert [row["r"] for row in rows] == [0, 2] and rows[0]["speedup"] == 1.0
+
+
+# ---------------------------------------------------------------------------- version, help, debug
+
+
+def test_version(capsys):
+    from sta import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"sta-prune {__version__}"
+
+
+@pytest.mark.parametrize("command", ["flops", "bench", "eval", "vis", "demo", "convert", "plot"])
+def test_every_option_says_what_it_does(command, capsys):
+    from sta.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"sta {command} {action.option_strings[0]} has no help"
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    if command in ("bench", "eval"):
+        assert "(default: float32)" in text  # defaults are shown
+    if command in ("flops", "bench"):
+        assert "several values sweep" in text
+    if command in ("eval", "vis"):
+        assert "one value" in text
+
+
+def test_vis_has_no_json_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["vis", "x.mp4", "--json"])
+    assert exit_.value.code == 2 and "unrecognized arguments: --json" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(capsys, monkeypatch):
+    assert main(["flops", "--r", "500"]) == 2
+    with pytest.raises(ValueError, match="r must be below"):
+        main(["--debug", "flops", "--r", "500"])
+    monkeypatch.setenv("STA_DEBUG", "1")
+    with pytest.raises(ValueError):
+        main(["flops", "--r", "500"])
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sta.cli.cmd_flops", interrupted)
+    from sta import cli
+
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser(), "flops", interrupted))
+    assert main(["flops"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "sta flops: interrupted" and "Traceback" not in err
+
+
+def _with_func(parser, command, func):
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    sub.set_defaults(func=func)
+    return parser
+
+
+# ---------------------------------------------------------------------------- bad input, one line each
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--batch-size", "0"], ["bench", "--repeats", "0"], ["bench", "--warmup", "-1"],
+    ["flops", "--num-frames", "0"], ["flops", "--input-size", "0"], ["flops", "--nb-classes", "0"],
+    ["bench", "--device", "tpu"], ["flops", "--flops-reduction", "1.5"], ["flops", "--r", "-3"],
+])
+def test_bad_options_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error: argument" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra", [["--model", "vit_small_patch16_224"], ["--nb-classes", "5"],
+                                   ["--num-frames", "8"], ["--input-size", "32"]])
+def test_hf_model_refuses_options_it_would_override(tmp_path, capsys, extra):
+    assert main(["flops", "--hf-model", str(tmp_path)] + extra) == 2
+    assert "--hf-model takes frames, size, classes and weights from its config: drop --" in capsys.readouterr().err
+    assert main(["eval", "--hf-model", str(tmp_path), "--ckpt-path", "x.pth", "--data-path", str(tmp_path)]) == 2
+    assert "drop --ckpt-path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", [None, "{not json", '{"model_type": "bert"}', '{"model_type": "videomae", '
+                                    '"hidden_size": "wide"}'])
+def test_broken_hf_directory_is_one_line_naming_the_file(tmp_path, capsys, config):
+    pytest.importorskip("transformers")
+    if config is not None:
+        (tmp_path / "config.json").write_text(config)
+    assert main(["flops", "--hf-model", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(tmp_path) in err
+
+
+def test_vis_on_missing_empty_or_non_video_files(tmp_path, capsys):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a video\n" * 50)
+    for name in ("absent.mp4", "empty.mp4", "notes.txt"):
+        assert main(["vis", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        (error,) = [line for line in err.splitlines() if "error" in line]
+        assert name in error and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", ["{broken", '{"gflops_per_view": 3}', "[]"])
+def test_plot_on_a_bad_summary(tmp_path, capsys, content):
+    (tmp_path / "summary.json").write_text(content)
+    assert main(["plot", str(tmp_path / "summary.json"), "--out", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err
+    assert "summary.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_api_accepts_numpy_r():
+    import numpy as np
+
+    from sta import create_model
+
+    model = create_model("vit_small_patch16_224", img_size=32, r=np.int64(1))
+    assert model.r == (1, 1, 1)
+    model.r = (np.int32(1), 0, np.int64(2))
+    assert model.r == (1, 0, 2)

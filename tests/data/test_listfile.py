@@ -107,3 +107,22 @@ def test_missing_list_file(tmp_path: Path) -> None:
 def test_bad_num_classes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="num_classes"):
         read_list_file(_write(tmp_path, "a.mp4 0\n"), num_classes=0)
+
+
+def test_comment_lines_are_skipped(tmp_path: Path) -> None:
+    path = _write(tmp_path, "# path label\na.mp4 1\n  # indented comment\nb.mp4 2\n")
+    assert [(e.video_id, e.line) for e in read_list_file(path)] == [("a.mp4", 2), ("b.mp4", 4)]
+
+
+def test_duplicates_are_warned_about_and_kept(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a.mp4 1\nb.mp4 2\na.mp4 1\n")
+    with pytest.warns(UserWarning, match=r"1 duplicate entries \(a\.mp4 \(first on line 1\)\).*scored as its own"):
+        entries = read_list_file(path)
+    assert [e.video_id for e in entries] == ["a.mp4", "b.mp4", "a.mp4"]
+
+
+def test_non_utf8_list_file_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "test.csv"
+    path.write_bytes(b"a.mp4 1\nvid\xe9o.mp4 2\n")  # Latin-1, not UTF-8
+    with pytest.raises(ListFileError, match=r"test\.csv, line 2: not UTF-8"):
+        read_list_file(path)

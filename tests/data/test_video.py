@@ -252,3 +252,66 @@ def test_real_clip_test_views(real_clip: tuple[Path, int, dict[int, np.ndarray]]
     # Different temporal views of real footage differ.
     assert not torch.equal(ssv2[0].clip, ssv2[1].clip)
     assert n >= 16
+
+
+# --------------------------------------------------------- truncated Matroska / WebM
+
+
+def _webm(path: Path, codec: str = "libvpx-vp9", height: int = HEIGHT, width: int = WIDTH) -> Path:
+    if codec not in av.codecs_available:
+        pytest.skip(f"encoder {codec} not available in this PyAV build")
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(NUM_FRAMES):  # noise: every frame costs bytes, so any cut loses frames
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def matroska(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mkv")
+    return {"vp9.webm": _webm(root / "vp9.webm"), "vp8.webm": _webm(root / "vp8.webm", "libvpx"),
+            "odd.mkv": _webm(root / "odd.mkv", "libx264", height=50, width=66)}
+
+
+@pytest.mark.parametrize("name", ["vp9.webm", "vp8.webm", "odd.mkv"])
+def test_whole_matroska_files_decode_fully(matroska: dict[str, Path], name: str) -> None:
+    assert count_frames(matroska[name]) == NUM_FRAMES
+
+
+@pytest.mark.parametrize("name", ["vp9.webm", "odd.mkv"])
+@pytest.mark.parametrize("fraction", [0.02, 0.3, 0.5, 0.7, 0.9, 0.999])
+def test_truncated_matroska_is_an_error_not_a_shorter_video(matroska: dict[str, Path], name: str,
+                                                            fraction: float, tmp_path: Path) -> None:
+    data = matroska[name].read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        count_frames(cut)
+
+
+def test_truncation_is_caught_by_duration_when_the_segment_size_is_unknown(matroska: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """A muxer that wrote no Segment size (as when streaming): the declared duration still gives a cut away."""
+    data = bytearray(matroska["vp9.webm"].read_bytes())
+    segment = data.index(bytes.fromhex("18538067"))
+    assert data[segment + 4] == 0x01  # FFmpeg writes an 8-byte size: make it "unknown" (all value bits set)
+    data[segment + 5 : segment + 12] = b"\xff" * 7
+    whole = tmp_path / "unknown_size.webm"
+    whole.write_bytes(bytes(data))
+    assert count_frames(whole) == NUM_FRAMES  # still whole: no false alarm
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(bytes(data[: int(len(data) * 0.6)]))
+    with pytest.raises(VideoDecodeError, match=r"truncated file: \d+ frames decoded up to"):
+        count_frames(cut)
+
+
+def test_sample_clips_and_other_containers_are_not_flagged(sample_videos: Path, videos: dict[str, Path]) -> None:
+    for path in [*sorted(sample_videos.glob("*.mp4")), *videos.values()]:
+        assert count_frames(path) > 0

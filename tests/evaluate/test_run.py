@@ -186,3 +186,105 @@ def test_cli_reports_bad_list_file(tmp_path, capsys):
     assert main(["eval", "--data-path", str(tmp_path), "--output-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "test.csv" in err
+
+
+# ----------------------------------------------------------------------------------- no silent wrong numbers
+
+def test_config_errors_are_not_turned_into_skips(dataset, tmp_path, monkeypatch):
+    """Only a video's own decoding problem is a skip; anything else stops the run."""
+    def broken(path, views):
+        raise ValueError("a bug, not a bad video")
+
+    monkeypatch.setattr("sta.evaluate.run.read_test_views", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        evaluate(GreyReader(), entries_of(dataset), SETTINGS, tmp_path, {"name": "grey"}, progress=False)
+
+
+def test_nothing_scored_gives_null_not_nan(dataset, tmp_path):
+    entries = [e for e in entries_of(dataset) if e.video_id in ("missing.mp4", "junk.mp4")]
+    summary = evaluate(GreyReader(), entries, SETTINGS, tmp_path, {"name": "grey"}, progress=False)
+    assert summary.videos == 0 and summary.top1 is None and len(summary.skipped) == 2
+    text = (tmp_path / "summary.json").read_text()
+    assert "NaN" not in text and json.loads(text)["top1"] is None
+
+
+def test_video_unreadable_on_resume_is_skipped_whole(dataset, tmp_path):
+    """Views stored by an earlier run of a video that is now unreadable are not counted: skipped, and said so."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for c in (0, 1):
+        solid_video(root / f"v{c}.mp4", GREYS[c], num_frames=30)
+    (root / "test.csv").write_text("v0.mp4 0\nv1.mp4 1\n")
+    entries = read_list_file(root / "test.csv", data_root=str(root))
+    with pytest.raises(KeyboardInterrupt):  # 2 batches of 4 views: v0 whole, v1 with 2 of its 6 views
+        evaluate(GreyReader(fail_after=2), entries, SETTINGS, tmp_path / "out", {"name": "grey"}, progress=False)
+    (root / "v1.mp4").write_bytes(b"")  # the video breaks between the runs
+    summary = evaluate(GreyReader(), entries, SETTINGS, tmp_path / "out", {"name": "grey"}, progress=False)
+    assert summary.videos == 1 and summary.views == 6 and summary.top1 == 100.0
+    (skip,) = summary.skipped
+    assert skip["video"] == "v1.mp4" and "empty file" in skip["reason"] and "2 views from an earlier run" in skip[
+        "reason"]
+
+
+def test_logits_do_not_depend_on_workers_or_batch_size(sample_videos, tmp_path):
+    from tests.helpers import tiny_model
+
+    (tmp_path / "test.csv").write_text("bikes.mp4 1\nbigbuckbunny.mp4 2\n")
+    entries = read_list_file(tmp_path / "test.csv", data_root=str(sample_videos))
+    views = ViewProtocol("kinetics", num_frames=16, sampling_rate=4, num_segments=2, num_crops=2, crop_size=32)
+    runs = {}
+    for workers, batch in ((0, 3), (2, 3), (1, 1)):
+        out = tmp_path / f"w{workers}b{batch}"
+        evaluate(tiny_model(r=2), entries, EvalSettings(views=views, batch_size=batch, num_workers=workers), out,
+                 {"name": "tiny"}, progress=False)
+        runs[(workers, batch)] = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(out)}
+    assert runs[(0, 3)] == runs[(2, 3)]  # the same views, bit for bit, whoever decodes them
+    assert runs[(1, 1)].keys() == runs[(0, 3)].keys()
+    for key, logits in runs[(1, 1)].items():  # another batch size: other GEMM shapes, the same math
+        np.testing.assert_allclose(logits, runs[(0, 3)][key], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_refuses_bad_options_before_reading_anything(tmp_path, capsys):
+    from sta.cli import main
+
+    (tmp_path / "test.csv").write_text("never_opened.mp4 1\n")
+    base = ["eval", "--data-path", str(tmp_path), "--output-dir", str(tmp_path / "o")]
+    for bad in (["--test-num-segment", "0"], ["--test-num-crop", "-1"], ["--sampling-rate", "0"],
+                ["--batch-size", "0"], ["--num-frames", "0"], ["--input-size", "0"], ["--short-side-size", "0"],
+                ["--nb-classes", "0"], ["--device", "tpu"], ["--num-workers", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(base + bad)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert bad[0] in err and "Traceback" not in err
+    assert main(base + ["--data-set", "SSV2", "--test-num-segment", "3"]) == 2
+    assert "1 or 2 temporal views" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before any output or video
+
+
+def test_cli_run_that_scored_nothing_fails(tmp_path, capsys):
+    from sta.cli import main
+
+    (tmp_path / "test.csv").write_text("gone.mp4 1\nalso_gone.mp4 2\n")
+    code = main(["eval", "--data-path", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--model",
+                 "vit_small_patch16_224", "--input-size", "32", "--nb-classes", "5", "--num-workers", "0",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no video was scored (2 of 2 skipped" in err and "gone.mp4: " in err
+
+
+def test_cli_resume_follows_the_checkpoint_content_not_its_path(sample_videos, tmp_path):
+    import shutil
+
+    from sta import create_model
+
+    model = create_model("vit_small_patch16_224", num_classes=5, img_size=32)
+    torch.save({"model": model.state_dict()}, tmp_path / "a.pth")
+    (tmp_path / "test.csv").write_text("bikes.mp4 1\n")
+    common = ["--data-path", str(tmp_path), "--data-root", str(sample_videos), "--r", "1",
+              "--output-dir", str(tmp_path / "o")]
+    first = cli_eval(common + ["--ckpt-path", str(tmp_path / "a.pth")], tmp_path)
+    shutil.move(tmp_path / "a.pth", tmp_path / "renamed.pth")
+    again = cli_eval(common + ["--ckpt-path", str(tmp_path / "renamed.pth")], tmp_path)
+    assert first["computed_videos"] == 1 and again["computed_videos"] == 0 and again["resumed_views"] == 6
+    assert again["top1"] == first["top1"] and again["model"]["checkpoint"].endswith("renamed.pth")
