@@ -1,6 +1,8 @@
 """Self-checks of tests/reference.py that do not need the `sta` package."""
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,12 +144,18 @@ def test_token_counts_and_positions(r):
 
 
 def test_doc_example_counts():
-    # r = 64 with S = 196: 1568 -> 1056 -> 800 -> 672 (formula from the doc).
-    S_, r_ = 196, 64
-    n0 = 8 * (S_ - r_)
-    n1 = 4 * (2 * (S_ - r_) - r_)
-    n2 = 2 * (2 * (2 * (S_ - r_) - r_) - r_)
-    assert (n0, n1, n2) == (1056, 800, 672)
+    """The reference, run at ViT-B's real layout (T = 8, S = 196, r = 64), keeps the counts docs/algorithm.md states."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "algorithm.md").read_text()
+    stated = [int(v) for v in re.findall(r"^\| [012] \| `[^`]+` \| (\d+) \|$", doc, flags=re.M)]
+    assert stated == [1056, 800, 672]
+    g = torch.Generator().manual_seed(0)
+    length, counts = 8 * 196, []
+    for k in range(3):
+        m = F.normalize(torch.randn(length, 16, generator=g), dim=-1)
+        x = torch.randn(length, 32, generator=g)
+        length = len(reference_prune_stage(m, x, 64, num_groups=8 // 2**k, backward=k == 1))
+        counts.append(length)
+    assert counts == stated
 
 
 def test_batch_independence():

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from sta.models.heads import K400, K710, K710_TO_K400, is_k710_head, k710_to_k400_head
+
 # Objects release checkpoints carry besides tensors: training args and numpy
 # scalars (e.g. best accuracy). None of them runs code when unpickled. Files
 # written with numpy 1.x name numpy's internals `numpy.core`, 2.x `numpy._core`.
@@ -29,6 +31,9 @@ except (ImportError, AttributeError):  # numpy moved these again; tensors alone 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
 PICKLE_PROTO = b"\x80"  # the legacy format: pickles start with the PROTO opcode
 WRAPPER_KEYS = ("model", "module", "state_dict", "model_state")
+# Key prefixes stripped when every key has one: DDP, torch.compile, and the two that
+# VideoMAE V2's fine-tuning loader strips from the files it starts from.
+KEY_PREFIXES = ("module.", "_orig_mod.", "backbone.", "encoder.")
 
 
 class CheckpointError(RuntimeError):
@@ -97,7 +102,9 @@ def extract_state_dict(obj: Mapping) -> dict[str, Tensor]:
     """The model weights inside a release checkpoint, whichever wrapper it uses.
 
     Accepts ``{"model": sd}``, ``{"module": sd}``, a bare state dict, and strips
-    a ``module.`` prefix left by DistributedDataParallel.
+    the key prefixes of :data:`KEY_PREFIXES` (DistributedDataParallel's ``module.``,
+    ``torch.compile``'s ``_orig_mod.``, VideoMAE V2's ``backbone.`` / ``encoder.``),
+    each only when every tensor key carries it, repeatedly (``_orig_mod.module.x``).
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"expected a dict in the checkpoint, found {type(obj).__name__}")
@@ -108,13 +115,53 @@ def extract_state_dict(obj: Mapping) -> dict[str, Tensor]:
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not state:
         raise CheckpointError(f"no tensors found in the checkpoint (top-level keys: {sorted(obj)[:10]})")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+    while prefix := next((p for p in KEY_PREFIXES if all(k.startswith(p) for k in state)), None):
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
+# Parameters of VideoMAE V2 options that its released fine-tuned checkpoints leave off
+# (models/modeling_finetune.py): layer scale multiplies each branch by a learned
+# per-channel gamma; cosine attention normalises q and k and learns a per-head logit
+# scale (``attn.scale``); ``use_mean_pooling=False`` replaces fc_norm with ``norm``.
+UNSUPPORTED_KEYS = (
+    (re.compile(r"blocks\.\d+\.gamma_[12]$"), "layer scale (init_values > 0)"),
+    (re.compile(r"blocks\.\d+\.attn\.scale$"), "cosine attention (cos_attn=True)"),
+    (re.compile(r"norm\.(weight|bias)$"), "first-token pooling through `norm` (use_mean_pooling=False)"),
+)
+
+
+def unsupported_features(state: Mapping[str, Tensor]) -> dict[str, list[str]]:
+    """``{feature: keys}`` for the weights of VideoMAE V2 options this model does not implement."""
+    found: dict[str, list[str]] = {}
+    for pattern, feature in UNSUPPORTED_KEYS:
+        keys = sorted((k for k in state if pattern.match(k)), key=_natural)
+        if keys:
+            found[feature] = keys
+    return found
+
+
+def _natural(key: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def refuse_unsupported(state: Mapping[str, Tensor]) -> None:
+    """Raise ``CheckpointError`` naming the keys of options the model cannot run (see :data:`UNSUPPORTED_KEYS`)."""
+    found = unsupported_features(state)
+    if found:
+        parts = [f"{feature}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''} ({len(keys)} keys)"
+                 for feature, keys in found.items()]
+        raise CheckpointError("checkpoint uses model options sta-prune does not support (VideoMAE V2's released "
+                              "fine-tuned checkpoints have none of them):\n  " + "\n  ".join(parts))
+
+
 def check_state_dict(model: nn.Module, state: Mapping[str, Tensor]) -> None:
-    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys, if any."""
+    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys, if any.
+
+    Weights of unsupported VideoMAE V2 options (layer scale, cosine attention) are
+    refused first, by name, rather than listed as unexpected.
+    """
+    refuse_unsupported(state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -144,13 +191,48 @@ def _mismatch_hint(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) 
                 f"width {want_width}, depth {want_depth}; pick the matching --model")
     head, got_head = expected.get("head.weight"), state.get("head.weight")
     if head is not None and got_head is not None and head.shape != got_head.shape:
-        return f"the checkpoint's head has {got_head.shape[0]} classes, the model {head.shape[0]}: check --nb_classes"
+        extra = (f" (a Kinetics-710 head maps only to {K400} classes)"
+                 if got_head.shape[0] == K710 and head.shape[0] != K400 else "")
+        return (f"the checkpoint's head has {got_head.shape[0]} classes, the model {head.shape[0]}: "
+                f"check --nb_classes{extra}")
+    if any(k.startswith("decoder.") for k in state) or any(k.startswith("encoder.") for k in state):
+        return "this looks like a pre-training checkpoint (encoder + decoder, no classifier): use fine-tuned weights"
     return "different parameter names or shapes"
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, allow_unsafe: bool = False) -> nn.Module:
-    """Load a VideoMAE release checkpoint file into ``model`` (strict), returning the model."""
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, allow_unsafe: bool = False,
+                    head_map: str | None = "auto") -> nn.Module:
+    """Load a VideoMAE (V1 or V2) release checkpoint file into ``model`` (strict), returning the model.
+
+    ``head_map="auto"`` (default): a file whose head has 710 rows (Kinetics-710, e.g.
+    VideoMAE V2's distilled ViT-S/B) loaded into a 400-class model gets the 400 rows of
+    the Kinetics-400 classes (:func:`sta.models.heads.k710_to_k400_head`), with a
+    warning. ``head_map=None``: never; such a file is then a class-count mismatch.
+    """
+    load_weights(model, path, allow_unsafe=allow_unsafe, head_map=head_map, stacklevel=3)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, allow_unsafe: bool = False,
+                 head_map: str | None = "auto", stacklevel: int = 2) -> str | None:
+    """:func:`load_checkpoint`, returning the head mapping applied (``"k710->k400"``) or None."""
+    if head_map not in HEAD_MAPS:
+        raise ValueError(f"head_map must be one of {', '.join(map(repr, HEAD_MAPS))}, got {head_map!r}")
     state = extract_state_dict(read_checkpoint(path, allow_unsafe))
+    refuse_unsupported(state)
+    applied = None
+    if head_map == "auto" and is_k710_head(state) and _num_classes(model) == K400:
+        state, applied = k710_to_k400_head(state), K710_TO_K400
+        warnings.warn(f"{os.fspath(path)}: the checkpoint's head has {K710} classes (Kinetics-710); using its "
+                      f"{K400} Kinetics-400 rows (head_map={K710_TO_K400!r})", stacklevel=stacklevel)
     check_state_dict(model, state)
     model.load_state_dict(state, strict=True)
-    return model
+    return applied
+
+
+HEAD_MAPS = ("auto", None)
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    head = model.state_dict().get("head.weight")
+    return None if head is None else head.shape[0]

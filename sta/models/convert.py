@@ -234,7 +234,7 @@ def hf_config_from_release(cfg: ViTConfig, **overrides):
         image_size=cfg.img_size, patch_size=cfg.patch_size, num_channels=cfg.in_chans,
         num_frames=cfg.num_frames, tubelet_size=cfg.tubelet_size,
         hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
-        intermediate_size=int(cfg.embed_dim * cfg.mlp_ratio), hidden_act="gelu",
+        intermediate_size=cfg.mlp_hidden, hidden_act="gelu",
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         layer_norm_eps=cfg.norm_eps, qkv_bias=True, use_mean_pooling=True, num_labels=cfg.num_classes,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from sta.core.schedule import RSpec
-from sta.models.checkpoint import load_checkpoint
+from sta.models.checkpoint import load_weights
 from sta.models.vit import VisionTransformer, create_model
 
 
@@ -42,6 +42,8 @@ def load_model(spec: ModelSpec, r: RSpec = 0, method: str = "sta") -> tuple[Visi
     """Build the backbone ``spec`` names, with weights, at pruning strength ``r``; plus its description.
 
     The description names the weights; ``sta.evaluate`` adds the model's r and method itself.
+    A checkpoint with a Kinetics-710 head loaded for 400 classes keeps the head's
+    Kinetics-400 rows (warned, and recorded as ``desc["head"] = "k710->k400"``).
     """
     if spec.hf_model:
         from sta.models.convert import load_hf_as_backbone
@@ -58,8 +60,11 @@ def load_model(spec: ModelSpec, r: RSpec = 0, method: str = "sta") -> tuple[Visi
         desc = dict(name=spec.name, num_classes=spec.num_classes, num_frames=spec.num_frames,
                     img_size=spec.img_size, tubelet_size=spec.tubelet_size)
         if spec.ckpt_path:
-            load_checkpoint(model, spec.ckpt_path, allow_unsafe=spec.allow_unsafe)
+            # A Kinetics-710 head (VideoMAE V2) with num_classes=400: its K400 rows, with a warning.
+            head_map = load_weights(model, spec.ckpt_path, allow_unsafe=spec.allow_unsafe, stacklevel=3)
             desc.update(checkpoint=os.path.abspath(spec.ckpt_path), checkpoint_sha256=file_sha256(spec.ckpt_path))
+            if head_map:
+                desc.update(head=head_map)
         else:
             warnings.warn(f"no checkpoint given: {spec.name} has random weights (seed 0), its accuracy means "
                           "nothing", stacklevel=2)

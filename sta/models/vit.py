@@ -1,7 +1,7 @@
 """VideoMAE ViT classifier with STA pruning after three blocks.
 
-Parameter names match the VideoMAE release, so release checkpoints load with
-``strict=True``. Attention runs through ``scaled_dot_product_attention`` (see
+Parameter names match the VideoMAE release (V1 and V2 share them), so release
+checkpoints load with ``strict=True``. Attention runs through ``scaled_dot_product_attention`` (see
 ``attention.py``); STA only needs each pruned block's keys, never the
 attention matrix.
 """
@@ -53,13 +53,29 @@ class ViTConfig:
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
 
+    @property
+    def mlp_hidden(self) -> int:
+        """MLP hidden size: ``int(embed_dim * mlp_ratio)`` as the releases compute it (ViT-g: 1408 * 48/11 = 6144).
 
-# The VideoMAE release's four sizes (ViT-S/B/L/H with 16x16 patches).
+        A product within 1e-6 of an integer counts as that integer, so a ratio read
+        back as ``hidden / embed_dim`` (e.g. from a Hugging Face config) gives the
+        same hidden size again instead of one less.
+        """
+        exact = self.embed_dim * self.mlp_ratio
+        return round(exact) if abs(exact - round(exact)) < 1e-6 else int(exact)
+
+
+# The VideoMAE release's four sizes (ViT-S/B/L/H with 16x16 patches); VideoMAE V2
+# releases S and B (distilled) with the same sizes and names, and adds ViT-g: 14x14
+# patches (256 tokens per slice at 224), MLP ratio 48/11 (hidden 6144), 40 blocks,
+# so STA prunes after blocks 0, 13 and 26. Everything else (q/v biases, LayerNorm
+# eps 1e-6, mean pooling + fc_norm, no layer scale, plain softmax attention) is V1's.
 MODEL_CONFIGS: dict[str, dict] = {
     "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6),
     "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
     "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
     "vit_huge_patch16_224": dict(embed_dim=1280, depth=32, num_heads=16),
+    "vit_giant_patch14_224": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11, patch_size=14),
 }
 
 
@@ -109,12 +125,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, eps: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, mlp_hidden)
 
     def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:
@@ -165,7 +181,7 @@ class VisionTransformer(nn.Module):
         num_tokens = cfg.num_slices * cfg.tokens_per_slice
         self.register_buffer("pos_embed", sinusoid_table(num_tokens, cfg.embed_dim), persistent=False)
         self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.depth)
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_hidden, cfg.norm_eps) for _ in range(cfg.depth)
         )
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
@@ -256,6 +272,9 @@ def create_model(
     **overrides,
 ) -> VisionTransformer:
     """A VideoMAE ViT by release name, e.g. ``create_model("vit_base_patch16_224", r=64)``.
+
+    Names: ``vit_{small,base,large,huge}_patch16_224`` (VideoMAE; V2's distilled
+    S and B are the same sizes) and ``vit_giant_patch14_224`` (VideoMAE V2 ViT-g).
 
     ``overrides`` set any other :class:`ViTConfig` field (``patch_size``,
     ``embed_dim``, ``depth``, ``num_heads``, ...), e.g. for tiny test models.
