@@ -1,6 +1,6 @@
 # Two entry points, each sets itself up on a fresh machine:
 #   make demo   -- the main job on the bundled default
-#   make test   -- the test suite
+#   make test   -- lint, the test suite, and the built package checked in a fresh venv
 # TORCH picks the torch build: the default is a CPU build where one is available locally;
 # elsewhere e.g. `make test PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"`.
 VENV ?= .venv
@@ -8,23 +8,42 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PIP_ARGS ?=
 EXTRAS ?= test,plot,progress,hf
+PKG := build/package-check
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint pytest package-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(PIP_ARGS) "$(TORCH)"
-	$(PY) -m pip install -q $(PIP_ARGS) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q $(PIP_ARGS) -e ".[$(EXTRAS)]" build
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/sta demo --out demo_out
 
-test: $(VENV)/.installed
+test: lint pytest package-check
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check sta tests benchmarks
+
+pytest: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# Build the sdist and wheel, install the wheel in a fresh venv, run the CLI from an unrelated folder,
+# then run the sdist's own tests against the installed wheel (the sdist's sta/ is removed first).
+package-check: $(VENV)/.installed
+	rm -rf dist $(PKG) && mkdir -p $(PKG)/elsewhere
+	$(PY) -m build -q --outdir dist . > $(PKG)/build.log
+	python3 -m venv $(PKG)/venv
+	$(PKG)/venv/bin/pip install -q $(PIP_ARGS) "$(TORCH)"
+	$(PKG)/venv/bin/pip install -q $(PIP_ARGS) "$$(ls dist/*.whl)[$(EXTRAS)]"
+	cd $(PKG)/elsewhere && ../venv/bin/sta --version && ../venv/bin/sta flops --model vit_small_patch16_224 --r 0 64 \
+		&& ../venv/bin/sta demo --clips 24 --r 32 --method sta random --no-progress --out demo
+	tar xzf dist/*.tar.gz -C $(PKG) && rm -rf $(PKG)/sta_prune-*/sta
+	cd $(PKG)/sta_prune-* && ../venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/cpu_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist

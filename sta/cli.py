@@ -152,7 +152,7 @@ def build_model(args, device: str = "meta"):
                             img_size=args.input_size, tubelet_size=args.tubelet_size, method=args.method)
 
 
-def load_weighted_model(args, num_classes: int):
+def load_weighted_model(args, num_classes: int, method: str | None = None):
     """The model with its weights (release checkpoint, HF directory, or seeded random) and its description."""
     from sta.models.loading import ModelSpec, load_model
 
@@ -161,7 +161,7 @@ def load_weighted_model(args, num_classes: int):
                      hf_model=args.hf_model, num_classes=num_classes, num_frames=args.num_frames or 16,
                      img_size=args.input_size or 224, tubelet_size=args.tubelet_size or 2,
                      allow_unsafe=getattr(args, "allow_unsafe_checkpoint", False))
-    return load_model(spec, r=0, method=args.method)
+    return load_model(spec, r=0, method=method or args.method)
 
 
 def budget_r(args, model):
@@ -337,6 +337,55 @@ def cmd_demo(args) -> None:
         print(f"  {key:<5}{path}")
 
 
+def cmd_gradnorm(args) -> None:
+    from sta.data import read_list_file
+    from sta.demo.run import DEMO_RS
+    from sta.vis.gradnorm import (
+        clip_views,
+        folder_source,
+        list_file_source,
+        print_table,
+        proxy_source,
+        run_gradnorm,
+        write_gradnorm,
+    )
+
+    if args.data_path and args.folder:
+        raise ValueError("give --data-path (a list file's folder) or --folder, not both")
+    bundled = not (args.model or args.ckpt_path or args.hf_model)
+    if bundled and (args.data_path or args.folder):
+        raise ValueError("videos need a model for them: add --model/--ckpt-path or --hf-model")
+    if bundled:
+        from sta.demo.proxy import load_proxy_model
+
+        print("sta gradnorm: the bundled demo model on its held-out proxy clips", file=sys.stderr)
+        model, source, default_rs = load_proxy_model(), proxy_source(args.clips), DEMO_RS
+    else:
+        protocol, dataset_classes = DATASETS[args.data_set]
+        model, _ = load_weighted_model(args, args.nb_classes or dataset_classes, method="sta")
+        views = clip_views(model, protocol, args.sampling_rate)
+        if args.folder:
+            source = folder_source(args.folder, views)
+        elif args.data_path:
+            list_file = os.path.join(args.data_path, f"{args.split}.csv")
+            source = list_file_source(read_list_file(list_file, data_root=args.data_root,
+                                                     num_classes=model.cfg.num_classes), views)
+        else:
+            raise ValueError("give the videos: --data-path (folder with test.csv / val.csv) or --folder")
+        default_rs = (32, 64, 96)
+    result = run_gradnorm(model, source, methods=args.method, rs=args.r or default_rs, target=args.target,
+                          batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    for skipped in result.skipped:
+        print(f"  skipped {skipped.name}: {skipped.reason}", file=sys.stderr)
+    if args.json:
+        for row in result.to_rows():
+            print(json.dumps(row))
+    else:
+        print_table(result)
+    for key, path in write_gradnorm(result, args.out).items():
+        print(f"  {key:<6}{path}", file=sys.stderr if args.json else sys.stdout)
+
+
 def cmd_convert(args) -> None:
     from sta.models.convert import convert_checkpoint
 
@@ -451,6 +500,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+    p = command("gradnorm", "how much of the model's GradNorm each method keeps, over a set of videos",
+                "The STA paper's GradNorm evidence, measured: per clip (one view: one segment, centre crop) the "
+                "GradNorm of each token on the unpruned model, then for each method and r the share of it kept "
+                "after the last stage (mean, 95% CI over clips) and the share of the top-10% tokens kept. "
+                "Without a model: the bundled demo model on its held-out proxy clips. Writes gradnorm.json, "
+                "gradnorm_map.png (mean map per slice) and gradnorm_share.png.")
+    add_model_args(p, weights=True)
+    g = p.add_argument_group("pruning")
+    g.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
+    g.add_argument("--r", type=parse_r, nargs="+", help="tokens dropped per group; several values sweep "
+                   "(default: 32 64 96; the bundled model: 16 32 48,16,8 56,8,4 60,2,1)")
+    g = p.add_argument_group("videos")
+    g.add_argument("--data-path", "--data_path", help="folder holding test.csv / val.csv (as sta eval)")
+    g.add_argument("--split", default="test", help="list file name without .csv")
+    g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
+    g.add_argument("--folder", help="instead of a list file: every video in this folder (unlabelled)")
+    g.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
+                   help="frame sampling and class count")
+    g.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
+                   help="Kinetics: take every n-th frame")
+    g.add_argument("--clips", type=positive_int, default=240, help="bundled model only: held-out proxy clips")
+    g = p.add_argument_group("run")
+    g.add_argument("--target", choices=["predicted", "label"], default="predicted",
+                   help="whose logit's gradient: the unpruned model's predicted class, or the clip's label")
+    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="clips per forward/backward")
+    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--out", default="gradnorm_out", help="output folder")
+    g.add_argument("--json", action="store_true", help="print one JSON row per (method, r) instead of a table")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_gradnorm)
 
     p = command("convert", "VideoMAE release checkpoint <-> Hugging Face model directory")
     p.add_argument("src", help="release .pth file, or a Hugging Face model directory")

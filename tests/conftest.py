@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import SAMPLE_VIDEOS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` run where a GPU is; elsewhere they are deselected (listed as such), not skipped."""
+    if torch.cuda.is_available():
+        return
+    deselected = [item for item in items if "cuda" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if "cuda" not in item.keywords]
 
 
 @pytest.fixture

@@ -203,3 +203,29 @@ def test_api_accepts_numpy_r():
     assert model.r == (1, 1, 1)
     model.r = (np.int32(1), 0, np.int64(2))
     assert model.r == (1, 0, 2)
+
+
+# ---------------------------------------------------------------------------- sta gradnorm
+
+
+def test_gradnorm_on_the_bundled_model_prints_json_rows_and_writes_files(tmp_path, capsys):
+    assert main(["gradnorm", "--clips", "6", "--r", "32", "--method", "sta", "random", "--json", "--no-progress",
+                 "--out", str(tmp_path)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(row["method"], row["r"]) for row in rows] == [("none", "0"), ("sta", "32"), ("random", "32")]
+    for row in rows:
+        assert {"method", "r", "tokens_kept", "kept_share", "ci95", "top10_kept"} <= row.keys()
+    assert rows[0]["kept_share"] == 1.0 and rows[1]["tokens_kept"] == 64
+    assert {p.name for p in tmp_path.iterdir()} == {"gradnorm.json", "gradnorm_map.png", "gradnorm_share.png"}
+
+
+def test_gradnorm_on_a_folder_skips_bad_files(sample_videos, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "videos"
+    shutil.copytree(sample_videos, folder)  # two clips and a README that is not a video
+    assert main(["gradnorm", "--model", "vit_small_patch16_224", "--input-size", "32", "--nb-classes", "5",
+                 "--folder", str(folder), "--r", "1", "--method", "sta", "--no-progress",
+                 "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "skipped README.md" in captured.err and "over 2 clips" in captured.out

@@ -21,6 +21,7 @@ from sta.data import ViewProtocol, read_test_views
 from sta.measure.flops import flops_report
 from sta.models.vit import VisionTransformer
 from sta.utils.optional import require_pillow
+from sta.vis.gradnorm import token_gradnorm
 
 GAP = 4  # pixels between tiles
 HEADER = 28  # pixels of title band above a grid
@@ -57,31 +58,6 @@ def kept_masks(positions: list[Tensor], num_tokens: int) -> np.ndarray:
     for k, pos in enumerate(positions):
         masks[k, pos.cpu().numpy()] = True
     return masks
-
-
-def token_gradnorm(model: VisionTransformer, clip: Tensor) -> tuple[Tensor, int]:
-    """Per token, ``||d logit_c / d e_i||_2`` with ``e_i`` the token's patch embedding and ``c`` the predicted class.
-
-    Computed on the model as it is (set ``model.r = 0`` for the unpruned map);
-    tokens dropped on the way get the gradient that reaches them through the
-    blocks before they were dropped. Returns (``T*S`` float32, predicted class).
-    """
-    captured: dict[str, Tensor] = {}
-
-    def keep_embedding(module, inputs, output):
-        output.retain_grad()
-        captured["embedding"] = output
-
-    handle = model.patch_embed.register_forward_hook(keep_embedding)
-    try:
-        with torch.enable_grad():
-            logits = model(clip[None])
-            predicted = int(logits[0].argmax())
-            logits[0, predicted].backward()
-    finally:
-        handle.remove()
-        model.zero_grad(set_to_none=True)
-    return captured["embedding"].grad[0].norm(dim=-1).detach(), predicted
 
 
 def token_grid(values: np.ndarray, model: VisionTransformer) -> np.ndarray:

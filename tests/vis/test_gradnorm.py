@@ -1,0 +1,263 @@
+"""`sta gradnorm`: GradNorm against explicit autograd, kept shares against hand computation, streaming statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sta.core.methods
+from sta.data import VideoEntry, ViewProtocol
+from sta.vis.gradnorm import (
+    GradNormClip,
+    RunningStats,
+    batch_gradnorm,
+    clip_views,
+    folder_source,
+    kept_mask,
+    kept_share,
+    list_file_source,
+    print_table,
+    proxy_source,
+    run_gradnorm,
+    t_quantile_975,
+    token_gradnorm,
+    top_count,
+    top_kept,
+    top_tokens,
+    write_gradnorm,
+)
+from tests.helpers import tiny_clips, tiny_model
+from tests.videos import noise_video
+
+N = 8 * 16  # tiny model: 8 slices of 4 x 4 tokens
+R = 4  # tokens kept: 8 x 12 -> 4 x 20 -> 2 x 36 = 72
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(r=0, seed=11)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return tiny_clips(batch=7, seed=12)
+
+
+def as_source(clips, labels=None):
+    return [GradNormClip(f"clip{i}", clip, None if labels is None else int(labels[i])) for i, clip in enumerate(clips)]
+
+
+def explicit_gradnorm(model, clip, target=None):
+    """GradNorm by hand: a leaf patch-embedding tensor fed through the blocks, torch.autograd.grad of one logit."""
+    leaf = model.patch_embed(clip[None]).detach().requires_grad_(True)
+    x = leaf + model.pos_embed
+    for block in model.blocks:
+        x, _ = block(x)
+    logits = model.head(model.fc_norm(x.mean(1)))[0]
+    target = int(logits.argmax()) if target is None else target
+    (grad,) = torch.autograd.grad(logits[target], leaf)
+    return grad[0].norm(dim=-1), target
+
+
+def hand_shares(model, clips, method, r, gradnorms):
+    """Per clip: GradNorm share and top-10% share of the tokens in the pruned forward's trace, with numpy."""
+    with model.pruning(r, method), torch.no_grad():
+        _, trace = model(clips, return_trace=True)
+    shares, tops = [], []
+    for b, g in enumerate(gradnorms):
+        g = g.double().numpy()
+        kept = trace.positions[-1][b].numpy()
+        assert len(set(kept.tolist())) == len(kept)  # positions are distinct, ToMe's included (destinations)
+        shares.append(g[kept].sum() / g.sum())
+        top = np.argsort(-g)[: math.ceil(0.1 * len(g))]
+        tops.append(np.isin(top, kept).mean())
+    return np.array(shares), np.array(tops)
+
+
+def test_gradnorm_equals_explicit_autograd(model, clips):
+    values, targets, logits, _ = batch_gradnorm(model, clips[:3])
+    assert values.shape == (3, N)
+    for b in range(3):
+        expected, target = explicit_gradnorm(model, clips[b])
+        assert int(targets[b]) == target
+        torch.testing.assert_close(values[b], expected)
+    # a given target (the "label" mode): the gradient of that class's logit
+    labels = torch.tensor([1, 4, 0])
+    values, targets, _, _ = batch_gradnorm(model, clips[:3], labels)
+    assert targets.tolist() == [1, 4, 0]
+    for b in range(3):
+        torch.testing.assert_close(values[b], explicit_gradnorm(model, clips[b], int(labels[b]))[0])
+    assert all(p.grad is None for p in model.parameters())  # parameters' gradients untouched
+
+
+def test_batched_equals_per_clip(model, clips):
+    batched, targets, _, _ = batch_gradnorm(model, clips)
+    for b in range(len(clips)):
+        single, target = token_gradnorm(model, clips[b])
+        assert target == int(targets[b])
+        torch.testing.assert_close(batched[b], single, rtol=1e-4, atol=1e-6)
+    one = run_gradnorm(model, as_source(clips), ["sta", "tome"], [R], batch_size=1, progress=False)
+    many = run_gradnorm(model, as_source(clips), ["sta", "tome"], [R], batch_size=3, progress=False)
+    assert [(r.method, r.r, r.tokens_kept, r.clips) for r in one.rows] == \
+           [(r.method, r.r, r.tokens_kept, r.clips) for r in many.rows]
+    for a, b in zip(one.rows, many.rows):
+        assert a.kept_share == pytest.approx(b.kept_share, abs=1e-5)
+        assert a.top10_kept == pytest.approx(b.top10_kept, abs=1e-9)
+    np.testing.assert_allclose(one.mean_map, many.mean_map, atol=1e-6)
+
+
+def test_kept_share_is_exactly_one_without_pruning(model, clips):
+    result = run_gradnorm(model, as_source(clips), rs=[0], batch_size=4, progress=False)
+    assert [row.method for row in result.rows] == ["none", "sta", "temporal", "norm", "random", "tome"]
+    for row in result.rows:
+        assert (row.kept_share, row.top10_kept, row.ci95, row.tokens_kept) == (1.0, 1.0, 0.0, N)
+
+
+def test_shares_equal_hand_computation(model, clips):
+    """Against numpy on each clip's trace: mean, CI and top-10% of every method, ToMe's destinations included."""
+    gradnorms = [explicit_gradnorm(model, clip)[0] for clip in clips]
+    result = run_gradnorm(model, as_source(clips), rs=[R, (2, 6, 1)], batch_size=4, progress=False)
+    n = len(clips)
+    assert result.clips == n
+    for row in result.rows[1:]:
+        r = tuple(map(int, row.r.split(","))) if "," in row.r else int(row.r)
+        shares, tops = hand_shares(model, clips, row.method, r, gradnorms)
+        assert row.clips == n
+        assert row.kept_share == pytest.approx(shares.mean(), abs=1e-6)
+        assert row.kept_share_std == pytest.approx(shares.std(ddof=1), abs=1e-6)
+        assert row.ci95 == pytest.approx(2.4469 * shares.std(ddof=1) / math.sqrt(n), abs=1e-6)
+        assert row.top10_kept == pytest.approx(tops.mean(), abs=1e-12)
+        assert row.tokens_kept == (72 if r == R else 86)  # 8 x 14 -> 4 x 22 -> 2 x 43
+    expected_map = np.mean([(g / g.sum()).double().view(8, 16).numpy() for g in gradnorms], axis=0)
+    np.testing.assert_allclose(result.mean_map, expected_map, atol=1e-7)
+    assert result.mean_map.sum() == pytest.approx(1.0)
+
+
+def test_share_of_a_crafted_kept_set():
+    g = torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0], [5.0, 0.0, 0.0, 0.0, 5.0]])
+    mask = kept_mask(torch.tensor([[1, 3], [4, 0]]), 5)
+    assert mask.tolist() == [[False, True, False, True, False], [True, False, False, False, True]]
+    assert kept_share(g, mask).tolist() == [6 / 20, 1.0]
+    assert top_count(5) == 1 and top_count(128) == 13 and top_count(10) == 1 and top_count(512) == 52
+    assert top_kept(mask, top_tokens(g)).tolist() == [0.0, 1.0]  # clip 0's top token (10) was dropped
+
+
+def test_random_keeps_the_kept_fraction_of_gradnorm_on_average(model, clips, monkeypatch):
+    """`random`'s pattern is fixed by RANDOM_SEED and shared by all clips, so average over patterns (seeds).
+
+    At every stage each group of equal size keeps a uniformly random subset, so
+    every original token survives with probability tokens_kept / N whatever
+    its GradNorm: for any fixed map, E_seed[share] = tokens_kept / N. Over 150
+    seeds the mean must lie within 4 standard errors (of the seed average).
+    """
+    g = torch.stack([explicit_gradnorm(model, clip)[0] for clip in clips[:4]])
+    shares = []
+    for seed in range(150):
+        monkeypatch.setattr(sta.core.methods, "RANDOM_SEED", seed)
+        with model.pruning(R, "random"), torch.no_grad():
+            _, trace = model(clips[:4], return_trace=True)
+        shares.append(kept_share(g, kept_mask(trace.positions[-1], N)).numpy())
+    shares = np.array(shares)  # seeds x clips
+    assert len({tuple(s) for s in shares}) > 100  # the seeds do give different patterns
+    fraction = 72 / N
+    per_seed = shares.mean(1)
+    se = per_seed.std(ddof=1) / math.sqrt(len(per_seed))
+    assert abs(per_seed.mean() - fraction) < 4 * se, (per_seed.mean(), fraction, se)
+    assert se < 0.01  # the tolerance is tight: a bias of a few points would fail
+
+
+def test_running_stats_equal_direct_computation():
+    values = np.random.default_rng(0).lognormal(size=101)
+    stats = RunningStats()
+    for chunk in np.split(values, [1, 8, 9, 40, 77]):  # uneven batches, one of them empty
+        stats.update(chunk)
+    assert stats.count == 101
+    assert stats.mean == pytest.approx(values.mean(), rel=1e-12)
+    assert stats.std == pytest.approx(values.std(ddof=1), rel=1e-10)
+    assert stats.ci95 == pytest.approx(t_quantile_975(100) * values.std(ddof=1) / math.sqrt(101), rel=1e-10)
+    single = RunningStats()
+    single.update([0.3])
+    assert single.mean == 0.3 and math.isnan(single.std) and math.isnan(single.ci95)
+    # Student t: table, expansion beyond df = 30 (continuous with the table), normal limit
+    assert t_quantile_975(1) == 12.7062 and t_quantile_975(6) == 2.4469 and t_quantile_975(30) == 2.0423
+    assert t_quantile_975(31) == pytest.approx(2.0395, abs=1e-4)
+    assert t_quantile_975(239) == pytest.approx(1.9700, abs=1e-4)
+    assert t_quantile_975(10**7) == pytest.approx(1.96, abs=1e-3)
+
+
+def test_folder_skips_and_names_bad_files(model, tmp_path):
+    folder = tmp_path / "videos"
+    (folder / "sub").mkdir(parents=True)
+    good = noise_video(folder / "sub" / "good.mp4", num_frames=40, height=36, width=48, seed=1)
+    (folder / "notes.txt").write_text("not a video\n")
+    (folder / "cut.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    source = folder_source(folder, clip_views(model, sampling_rate=2))
+    assert len(source) == 3
+    result = run_gradnorm(model, source, ["sta"], [R], batch_size=2, progress=False)
+    assert result.clips == 1
+    assert sorted(s.name for s in result.skipped) == ["cut.mp4", "notes.txt"]
+    assert all(s.reason for s in result.skipped)
+    with pytest.raises(ValueError, match="no label"):
+        run_gradnorm(model, source, ["sta"], [R], target="label", progress=False)
+    # a list file's entries carry labels; a missing file is skipped too
+    entries = [VideoEntry(str(good), 3, 1, "sub/good.mp4"), VideoEntry(str(folder / "gone.mp4"), 1, 2, "gone.mp4")]
+    result = run_gradnorm(model, list_file_source(entries, clip_views(model, sampling_rate=2)), ["norm"], [R],
+                          target="label", progress=False)
+    assert result.clips == 1 and [s.name for s in result.skipped] == ["gone.mp4"]
+    assert result.rows[0].top1 in (0.0, 100.0)
+    with pytest.raises(ValueError, match="one view"):
+        list_file_source(entries, ViewProtocol(num_segments=2, num_crops=1))
+
+
+def test_json_table_and_figures(model, clips, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    result = run_gradnorm(model, as_source(clips, labels=[0, 1, 2, 3, 4, 0, 1]), ["sta", "random", "tome"],
+                          [R, (9, 1, 1)], target="label", batch_size=4, progress=False)
+    assert [(row.method, row.r) for row in result.rows] == [
+        ("none", "0"), ("sta", "4"), ("sta", "9,1,1"), ("random", "4"), ("random", "9,1,1"), ("tome", "4")]
+    assert result.not_run == [dict(method="tome", r="9,1,1", reason=result.not_run[0]["reason"])]
+    files = write_gradnorm(result, tmp_path / "out")
+    on_disk = json.loads(files["json"].read_text())
+    assert on_disk["rows"] == json.loads(json.dumps(result.to_rows()))
+    assert on_disk["clips"] == 7 and on_disk["grid"] == [8, 4, 4] and on_disk["ci"].startswith("95%")
+    assert np.allclose(on_disk["mean_map"], result.mean_map)
+    assert all(row["top1"] is not None for row in on_disk["rows"])
+    from PIL import Image
+
+    for kind in ("map", "share"):
+        with Image.open(files[kind]) as image:
+            assert image.size[0] > 300 and image.size[1] > 200
+    print_table(result)
+    out = capsys.readouterr().out
+    assert "tome" in out and "not run: tome r=9,1,1" in out and "72/128" in out
+
+
+def test_model_settings_restored_and_proxy_source(model, clips):
+    model.set_pruning((2, 6, 1), "norm")
+    try:
+        run_gradnorm(model, as_source(clips[:2]), ["sta", "tome"], [R], progress=False)
+        assert (model.r, model.method) == ((2, 6, 1), "norm")
+    finally:
+        model.set_pruning(0, "sta")
+    from sta.demo.proxy import PROXY_TASK, make_clips
+    from sta.demo.run import DEMO_SEED
+
+    items = list(proxy_source(3))
+    expected, labels = make_clips(PROXY_TASK, 3, seed=DEMO_SEED, split="test")
+    assert [item.label for item in items] == labels.tolist()
+    torch.testing.assert_close(torch.stack([item.clip for item in items]), expected)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(clips):
+    cpu_model = tiny_model(r=0, seed=11)
+    cpu = run_gradnorm(cpu_model, as_source(clips), ["sta", "norm"], [R], progress=False)
+    gpu = run_gradnorm(tiny_model(r=0, seed=11), as_source(clips), ["sta", "norm"], [R], device="cuda",
+                       progress=False)
+    for a, b in zip(cpu.rows, gpu.rows):
+        assert (a.method, a.tokens_kept) == (b.method, b.tokens_kept)
+        assert a.kept_share == pytest.approx(b.kept_share, abs=1e-3)
