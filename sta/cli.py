@@ -98,7 +98,8 @@ def add_model_args(p: argparse.ArgumentParser, weights: bool) -> None:
                        "without one the model has random weights")
         g.add_argument("--allow-unsafe-checkpoint", action="store_true",
                        help="unpickle a checkpoint that needs arbitrary code (can run code: only for files you trust)")
-    g.add_argument("--hf-model", help="local Hugging Face VideoMAE directory, instead of --model"
+    g.add_argument("--hf-model", help="local Hugging Face VideoMAE, ViViT or V-JEPA 2 classifier directory, "
+                   "instead of --model"
                    + (" and --ckpt-path" if weights else "") + "; frames, size and classes come from its config")
     g.add_argument("--num-frames", "--num_frames", type=positive_int, help="frames per clip (default: 16)")
     g.add_argument("--input-size", "--input_size", type=positive_int,
@@ -140,14 +141,14 @@ def resolve_model_args(args) -> None:
 
 def build_model(args, device: str = "meta"):
     """The architecture the options name (no weights), for commands that only count or time it."""
-    from sta.models.vit import VisionTransformer, create_model
+    from sta.models.vit import create_model
 
     resolve_model_args(args)
     with torch.device(device):
         if args.hf_model:
-            from sta.models.convert import read_hf_config
+            from sta.adapters.directory import hf_architecture
 
-            return VisionTransformer(read_hf_config(args.hf_model), method=args.method)
+            return hf_architecture(args.hf_model, method=args.method, device=device)
         return create_model(args.model, num_classes=args.nb_classes or 400, num_frames=args.num_frames,
                             img_size=args.input_size, tubelet_size=args.tubelet_size, method=args.method)
 

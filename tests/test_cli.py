@@ -229,3 +229,26 @@ def test_gradnorm_on_a_folder_skips_bad_files(sample_videos, tmp_path, capsys):
                  "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert "skipped README.md" in captured.err and "over 2 clips" in captured.out
+
+
+# ---------------------------------------------------------------------------- --hf-model for every family
+
+
+@pytest.mark.parametrize("family", ["vivit", "vjepa2"])
+def test_hf_model_directory_runs_through_flops_eval_and_vis(family, sample_videos, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from tests.adapters.tiny_hf import tiny_vivit, tiny_vjepa2
+
+    (tiny_vivit if family == "vivit" else tiny_vjepa2)(seed=1).save_pretrained(tmp_path / "hf")
+    hf = ["--hf-model", str(tmp_path / "hf")]
+    rows = run_json(capsys, ["flops", *hf, "--r", "0", "2", "--json"])
+    assert rows[0]["tokens"] == [128, 128, 128] and rows[1]["tokens"] == [112, 104, 100]
+    assert rows[1]["gflops"] < rows[0]["gflops"]
+    (tmp_path / "test.csv").write_text("bikes.mp4 1\n")
+    assert main(["eval", *hf, "--data-path", str(tmp_path), "--data-root", str(sample_videos), "--r", "2",
+                 "--test-num-segment", "2", "--test-num-crop", "1", "--num-workers", "0", "--no-progress",
+                 "--json", "--output-dir", str(tmp_path / "out")]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["videos"] == 1 and summary["views"] == 2 and summary["model"]["r"] == [2, 2, 2]
+    assert main(["vis", str(sample_videos / "bikes.mp4"), *hf, "--r", "2", "--out", str(tmp_path / "vis")]) == 0
+    assert json.loads((tmp_path / "vis" / "tokens.json").read_text())["tokens_per_stage"] == [112, 104, 100]

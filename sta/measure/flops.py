@@ -140,6 +140,8 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     """The same architecture on the meta device, without copying weights (a ViT-L copy would cost 1.2 GB)."""
     from sta.models.vit import VisionTransformer
 
+    if hasattr(model, "meta_copy"):  # adapters know how to rebuild themselves without their weights
+        return model.meta_copy()
     if type(model) is VisionTransformer:
         with torch.device("meta"):
             return VisionTransformer(model.cfg, r=model.r, method=model.method).to(next(model.parameters()).dtype)

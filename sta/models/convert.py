@@ -410,6 +410,20 @@ def load_hf_as_backbone(path: str | os.PathLike, r: RSpec = 0) -> VisionTransfor
 
 # ----------------------------------------------------------------------------------------------------- files
 
+
+def write_hf_preprocessor(path: str, cfg: ViTConfig) -> None:
+    """``preprocessor_config.json`` for a converted release model: its ImageNet mean/std and sizes.
+
+    Without it a loader falls back to ``VideoMAEImageProcessor``'s defaults (mean and std 0.5), which
+    release weights were not trained with.
+    """
+    from transformers import VideoMAEImageProcessor
+
+    VideoMAEImageProcessor(image_mean=list(cfg.mean), image_std=list(cfg.std),
+                           size={"shortest_edge": cfg.img_size},
+                           crop_size={"height": cfg.img_size, "width": cfg.img_size}).save_pretrained(path)
+
+
 DIRECTIONS = ("auto", "to-hf", "to-release")
 
 
@@ -449,6 +463,7 @@ def convert_checkpoint(
             heads = MODEL_CONFIGS[saved.model]["num_heads"]
         cfg = infer_release_config(state, num_frames=int(frames), img_size=int(size), num_heads=heads)
         hf_model_from_release(state, cfg).save_pretrained(dst)
+        write_hf_preprocessor(dst, cfg)
     else:
         model = load_hf_model(src)
         cfg = release_config_from_hf(model.config)

@@ -46,9 +46,9 @@ def load_model(spec: ModelSpec, r: RSpec = 0, method: str = "sta") -> tuple[Visi
     Kinetics-400 rows (warned, and recorded as ``desc["head"] = "k710->k400"``).
     """
     if spec.hf_model:
-        from sta.models.convert import load_hf_as_backbone
+        from sta.adapters.directory import load_hf_directory
 
-        model = load_hf_as_backbone(spec.hf_model, r=r)
+        model = load_hf_directory(spec.hf_model, r=r, method=method)
         weights = sorted(f for f in os.listdir(spec.hf_model) if f.endswith((".safetensors", ".bin")))
         desc = dict(hf_model=os.path.abspath(spec.hf_model),
                     weights_sha256={f: file_sha256(os.path.join(spec.hf_model, f)) for f in weights})

@@ -39,3 +39,11 @@ def require_matplotlib():
     except ImportError as err:
         raise ImportError('plots need matplotlib: pip install "sta-prune[plot]"') from err
     return plt
+
+
+def require_backend(module: str, extra: str) -> ModuleType:
+    """A deployment backend's module (``onnx``, ``onnxruntime``, ``openvino``), or how to install it."""
+    try:
+        return __import__(module)
+    except ImportError as err:
+        raise ImportError(f'this needs {module}: pip install "sta-prune[{extra}]"') from err

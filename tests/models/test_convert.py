@@ -187,6 +187,11 @@ def test_cli_convert_then_flops_and_eval_with_hf_model(tmp_path, capsys, sample_
     assert main(["convert", str(tmp_path / "release.pth"), str(tmp_path / "hf"), "--num-heads", "2",
                  "--input-size", "32"]) == 0
     assert "to-hf" in capsys.readouterr().out
+    processor = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == [0.485, 0.456, 0.406] and processor["image_std"] == [0.229, 0.224, 0.225]
+    from sta.adapters.directory import load_hf_directory
+
+    assert load_hf_directory(tmp_path / "hf").cfg.mean == (0.485, 0.456, 0.406)  # what eval normalises with
     assert main(["flops", "--hf-model", str(tmp_path / "hf"), "--r", "0", "4", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[1]["tokens"] == [8 * 12, 4 * 20, 2 * 36] and rows[1]["gflops"] < rows[0]["gflops"]

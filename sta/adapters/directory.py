@@ -1,0 +1,172 @@
+"""``--hf-model DIR``: a local Hugging Face model directory as a model the CLI can run.
+
+The family comes from ``config.json``'s ``model_type``:
+
+- ``videomae``: our own :class:`sta.models.vit.VisionTransformer` with the
+  directory's weights (:func:`sta.models.convert.load_hf_as_backbone`, as before);
+- ``vivit``, ``vjepa2``: the transformers video classifier, patched in place and
+  wrapped in :class:`sta.adapters.wrapper.HFVideoClassifier`.
+
+Anything else is refused by name. Frames, crop size and classes come from
+``config.json``; the input normalisation from the directory's
+``video_preprocessor_config.json`` or ``preprocessor_config.json`` when present,
+else from the family's processor defaults. A processor's ``rescale_factor`` /
+``offset`` / ``image_mean`` / ``image_std`` are folded into one mean and std for
+clips in [0, 1], which is what our data pipeline feeds: e.g. ViViT's
+``x * (1 / 127.5) - 1`` followed by ``(x - 0.5) / 0.5`` is mean 0.75, std 0.25.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from sta.adapters.hf import FAMILIES
+from sta.adapters.loop import Family
+from sta.core.schedule import RSpec
+from sta.utils.optional import require_transformers
+
+__all__ = ["load_hf_directory", "hf_architecture", "read_model_type", "read_normalization", "FAMILIES"]
+
+PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+
+
+def read_model_type(path: str | os.PathLike) -> str:
+    """``config.json``'s ``model_type`` if it is a supported family; else a one-line ``ValueError``."""
+    path = os.fspath(path)
+    config = os.path.join(path, "config.json")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path!r} is not a local Hugging Face model directory (config.json + weights)")
+    if not os.path.isfile(config):
+        raise ValueError(f"{path!r} has no config.json: not a Hugging Face model directory")
+    data = _read_json(config)
+    family = data.get("model_type") if isinstance(data, dict) else None
+    if family not in FAMILIES:
+        supported = ", ".join(repr(name) for name in FAMILIES)
+        raise ValueError(f"{config}: model_type {family!r} is not supported (supported: {supported})")
+    return family
+
+
+def read_normalization(path: str | os.PathLike, family: str | type[Family]) -> tuple[tuple, tuple]:
+    """(mean, std) for clips in [0, 1] that reproduce the directory's processor (or the family's defaults)."""
+    family = FAMILIES[family] if isinstance(family, str) else family
+    settings: dict[str, Any] = {}
+    for name in PROCESSOR_FILES:
+        file = os.path.join(os.fspath(path), name)
+        if os.path.isfile(file):
+            data = _read_json(file)
+            if not isinstance(data, dict):
+                raise ValueError(f"{file}: expected a JSON object")
+            settings = data
+            break
+    return normalization(settings, family)
+
+
+def normalization(settings: dict[str, Any], family: type[Family]) -> tuple[tuple, tuple]:
+    """Fold a processor's settings (missing keys: the family's defaults) into a mean / std on [0, 1].
+
+    A processor maps a pixel ``p`` in [0, 255] to ``((p * f - o) - m) / s`` (``f``: rescale
+    factor, 1 without rescaling; ``o``: 1 with ViViT's offset, else 0; ``m`` / ``s``: 0 / 1
+    without normalisation). With ``u = p / 255`` and ``a = 255 f`` that is
+    ``(u - (o + m) / a) / (s / a)``.
+    """
+    get = {**family.processor_defaults, **{k: v for k, v in settings.items() if v is not None}}.get
+    scale = 255 * float(get("rescale_factor", 1 / 255)) if get("do_rescale", True) else 255.0
+    offset = 1.0 if get("do_rescale", True) and get("offset", False) else 0.0
+    if get("do_normalize", True):
+        mean, std = _triple(get("image_mean"), "image_mean"), _triple(get("image_std"), "image_std")
+    else:
+        mean, std = (0.0,) * 3, (1.0,) * 3
+    return (tuple((offset + m) / scale for m in mean), tuple(s / scale for s in std))
+
+
+def load_hf_directory(path: str | os.PathLike, r: RSpec = 0, method: str = "sta") -> nn.Module:
+    """The model a local HF directory holds, with its weights, in eval mode, pruning at ``r`` with ``method``.
+
+    VideoMAE: our :class:`~sta.models.vit.VisionTransformer` (float32); ViViT / V-JEPA 2:
+    an :class:`~sta.adapters.wrapper.HFVideoClassifier` (float32). ``cfg.mean`` / ``cfg.std``
+    follow the directory's processor config. ``ValueError`` (one line) for an unsupported family,
+    a directory that does not load, or one without classifier weights (e.g. a pre-training
+    checkpoint, which ``from_pretrained`` would fill with random values).
+    """
+    require_transformers()
+    path = os.fspath(path)
+    model_type = read_model_type(path)
+    mean, std = read_normalization(path, model_type)
+    if model_type == "videomae":
+        from sta.models.convert import load_hf_as_backbone
+
+        model = load_hf_as_backbone(path)
+        model.cfg = dataclasses.replace(model.cfg, mean=mean, std=std)
+        model.set_pruning(r, method)
+        return model.eval()
+    from sta.adapters.wrapper import HFVideoClassifier, hf_model_config
+
+    _, classifier_cls = FAMILIES[model_type].classes()
+    try:
+        hf, info = classifier_cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    except Exception as err:  # transformers raises OSError, ValueError, RuntimeError, safetensors errors...
+        raise ValueError(f"{path}: cannot load the Hugging Face model ({_first_line(err)})") from err
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(f"{path!r} does not hold a complete {classifier_cls.__name__}; missing weights: "
+                         f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    hf = hf.float().eval()
+    return HFVideoClassifier(hf, hf_model_config(hf.config, mean, std), r=r, method=method).eval()
+
+
+def hf_architecture(path: str | os.PathLike, r: RSpec = 0, method: str = "sta", device: str | torch.device = "meta"
+                    ) -> nn.Module:
+    """The architecture a local HF directory describes, from ``config.json`` only, without its weights.
+
+    On the meta device by default (``sta flops``: shapes only, nothing allocated); another
+    device gives randomly initialised weights (``sta bench``). Same types as :func:`load_hf_directory`.
+    """
+    require_transformers()
+    path = os.fspath(path)
+    model_type = read_model_type(path)
+    mean, std = read_normalization(path, model_type)
+    if model_type == "videomae":
+        from sta.models.convert import read_hf_config
+        from sta.models.vit import VisionTransformer
+
+        cfg = dataclasses.replace(read_hf_config(path), mean=mean, std=std)
+        with torch.device(device):
+            return VisionTransformer(cfg, r=r, method=method).eval()
+    from transformers import AutoConfig
+
+    from sta.adapters.wrapper import HFVideoClassifier, hf_model_config
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as err:
+        raise ValueError(f"{os.path.join(path, 'config.json')}: not a usable config ({_first_line(err)})") from err
+    _, classifier_cls = FAMILIES[model_type].classes()
+    with torch.device(device):
+        hf = classifier_cls(config).eval()
+    return HFVideoClassifier(hf, hf_model_config(config, mean, std), r=r, method=method).eval()
+
+
+def _triple(value, name: str) -> tuple[float, float, float]:
+    values = [value] * 3 if isinstance(value, (int, float)) else list(value)
+    if len(values) != 3:
+        raise ValueError(f"{name} must have 3 values (RGB), got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def _read_json(file: str):
+    try:
+        with open(file, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file}: not valid JSON ({err})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

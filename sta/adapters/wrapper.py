@@ -1,0 +1,162 @@
+"""A patched Hugging Face video classifier behind the interface of :class:`sta.models.vit.VisionTransformer`.
+
+The CLI (eval, flops, bench, vis) and :mod:`sta.measure` only use what our
+backbone exposes: ``cfg`` (clip shape, classes, normalisation, token layout),
+``r`` / ``method`` / ``set_pruning`` / ``pruning()``, ``check_input`` and
+``forward(x, return_trace=False)`` on ``B x 3 x F x H x W`` clips, plus
+``patch_embed`` for the GradNorm maps of ``sta vis``. :class:`HFVideoClassifier`
+gives a ViViT, V-JEPA 2 (or VideoMAE) classifier from transformers exactly
+that; pruning itself is :func:`sta.patch_hf`'s.
+
+.. code-block:: python
+
+    from sta.adapters.directory import load_hf_directory
+    model = load_hf_directory("path/to/vivit-b-16x2-kinetics400", r=16)
+    logits, trace = model(clips, return_trace=True)   # clips: B x 3 x 32 x 224 x 224, normalised by model.cfg
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sta.adapters.hf import family_for, forward_with_trace, patch_hf
+from sta.core.schedule import RSpec
+from sta.models.vit import TokenTrace
+
+__all__ = ["HFModelConfig", "HFVideoClassifier", "hf_model_config"]
+
+
+@dataclass(frozen=True)
+class HFModelConfig:
+    """The fields of :class:`sta.models.vit.ViTConfig` the CLI reads, for a Hugging Face classifier."""
+
+    family: str  # config.json model_type: "vivit", "vjepa2", "videomae"
+    num_frames: int
+    img_size: int
+    in_chans: int
+    tubelet_size: int  # frames per token
+    patch_size: int
+    num_classes: int
+    depth: int
+    embed_dim: int
+    num_heads: int
+    mean: tuple[float, float, float]  # input normalisation for clips in [0, 1] (what the processor amounts to)
+    std: tuple[float, float, float]
+
+    @property
+    def num_slices(self) -> int:
+        """T: temporal slices (16 for ViViT's 32 frames, tubelet 2)."""
+        return self.num_frames // self.tubelet_size
+
+    @property
+    def tokens_per_slice(self) -> int:
+        """S: spatial patch tokens per slice (196 for 224 / 16)."""
+        return (self.img_size // self.patch_size) ** 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+
+def hf_model_config(hf_config, mean=None, std=None) -> HFModelConfig:
+    """The :class:`HFModelConfig` of a transformers config; mean / std default to the family's processor's."""
+    from sta.adapters.directory import FAMILIES, normalization
+
+    family = FAMILIES[hf_config.model_type]
+    default_mean, default_std = normalization({}, family)
+    return HFModelConfig(family=family.model_type, **family.clip_fields(hf_config),
+                         mean=tuple(mean) if mean is not None else default_mean,
+                         std=tuple(std) if std is not None else default_std)
+
+
+class HFVideoClassifier(nn.Module):
+    """A transformers video classifier, patched with :func:`sta.patch_hf`, used like our VisionTransformer.
+
+    ``model``: a ``VivitForVideoClassification``, ``VJEPA2ForVideoClassification`` or
+    ``VideoMAEForVideoClassification`` (patched here, in place). ``cfg`` defaults to
+    :func:`hf_model_config` of its config (processor-default normalisation).
+    """
+
+    def __init__(self, model: nn.Module, cfg: HFModelConfig | None = None, r: RSpec = 0, method: str = "sta"):
+        super().__init__()
+        family, classifier = family_for(model)
+        if not classifier:
+            raise TypeError(f"HFVideoClassifier takes a video classifier, got the bare {type(model).__name__}")
+        patch_hf(model, r=r, method=method)
+        self.hf = model
+        self.cfg = cfg if cfg is not None else hf_model_config(model.config)
+
+    # ------------------------------------------------------------------------------------------------ pruning
+
+    @property
+    def r(self) -> tuple[int, int, int]:
+        """Tokens dropped (or merged) per group at each of the three stages."""
+        return self.hf.sta_r
+
+    @r.setter
+    def r(self, value: RSpec) -> None:
+        self.hf.sta_r = value  # validated against the config and the method; unchanged on ValueError
+
+    @property
+    def method(self) -> str:
+        """Token-reduction method (``sta.core.methods.METHODS``); ``"sta"`` is the default and the paper's."""
+        return self.hf.sta_method
+
+    @method.setter
+    def method(self, value: str) -> None:
+        self.hf.sta_method = value
+
+    @property
+    def stages(self):
+        return self.hf.sta_stages
+
+    def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
+        """Set r and/or the method together (checked together: a pair that fits is accepted in any order)."""
+        self.hf.set_sta(r, method)
+
+    @contextmanager
+    def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator[HFVideoClassifier]:
+        """``with model.pruning(r=0): ...`` runs at another r / method and restores the old ones after."""
+        saved = self.r, self.method
+        try:
+            self.set_pruning(r, method)
+            yield self
+        finally:
+            self.set_pruning(*saved)
+
+    # ------------------------------------------------------------------------------------------------ forward
+
+    @property
+    def patch_embed(self) -> nn.Module:
+        """The submodule that outputs the ``B x T*S x C`` patch embeddings (``sta vis`` hooks it)."""
+        return self.hf.sta_inner._sta_family.patch_embedding(self.hf)
+
+    def check_input(self, x: Tensor) -> None:
+        cfg = self.cfg
+        expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
+        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected clips of shape B x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
+
+    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
+        """``B x 3 x F x H x W`` clips -> logits ``B x num_classes``; with ``return_trace`` also a :class:`TokenTrace`
+        (patch-token positions ``slice * S + spatial`` alive after each stage)."""
+        self.check_input(x)
+        pixels = x.transpose(1, 2)  # HF video models take B x F x C x H x W
+        if return_trace:
+            outputs, trace = forward_with_trace(self.hf, pixels, return_dict=True)
+            return outputs.logits, trace
+        return self.hf(pixels, return_dict=True).logits
+
+    def meta_copy(self) -> HFVideoClassifier:
+        """The same architecture, r and method on the meta device, without copying any weight (for FLOPs)."""
+        base = type(self.hf)._sta_base
+        dtype = next(self.hf.parameters()).dtype
+        with torch.device("meta"):
+            hf = base(copy.deepcopy(self.hf.config)).to(dtype).eval()
+        return HFVideoClassifier(hf, self.cfg, r=self.r, method=self.method)

@@ -1,0 +1,167 @@
+"""STA (and every comparison method) inside Hugging Face ViViT, patched in place. Tiny random models, no network."""
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from transformers import VivitModel  # noqa: E402
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput  # noqa: E402
+
+from sta import patch_hf, tokens_after_stages  # noqa: E402
+from sta.adapters.hf import forward_with_trace  # noqa: E402
+from sta.core.methods import METHODS  # noqa: E402
+from tests.adapters.tiny_hf import (  # noqa: E402
+    SLICES,
+    SPATIAL,
+    assert_positions_equal,
+    hf_pixels,
+    logit_close,
+    method_reference,
+    tiny_vivit,
+    vivit_config,
+    vivit_reference,
+)
+from tests.helpers import randomize_  # noqa: E402
+
+IMPLS = ["eager", "sdpa"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_r0_is_exactly_the_unpatched_model(impl):
+    model = tiny_vivit(impl, seed=1)
+    x = hf_pixels(seed=1)
+    with torch.no_grad():
+        plain = model(x, output_hidden_states=True)
+        assert patch_hf(model, r=0) is model
+        patched = model(x, output_hidden_states=True)
+        model.sta_r = 4
+        pruned = model(x).logits
+        model.sta_r = 0
+        again = model(x).logits
+    assert torch.equal(patched.logits, plain.logits) and torch.equal(again, plain.logits)
+    assert all(torch.equal(a, b) for a, b in zip(patched.hidden_states, plain.hidden_states))
+    assert not torch.allclose(pruned, plain.logits)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("r", [4, (3, 0, 9), (15, 1, 1), (0, 10, 0)])
+def test_sta_keeps_the_reference_tokens_and_gives_its_logits(impl, r):
+    model = tiny_vivit(impl, seed=2)
+    x = hf_pixels(3, seed=2)
+    ref_logits, ref_positions = vivit_reference(model, x, r)
+    patch_hf(model, r=r)
+    with torch.no_grad():
+        out, trace = forward_with_trace(model, x)
+    assert isinstance(out, ImageClassifierOutput)
+    assert [p.shape[1] for p in trace.positions] == list(tokens_after_stages(SLICES, SPATIAL, r))
+    assert_positions_equal(trace.positions, ref_positions)
+    logit_close(out.logits, ref_logits)
+
+
+def test_sixteen_slices_as_in_the_released_model():
+    """32 frames, tubelet 2: T = 16, STA's groups are 16, 8 and 4 slices."""
+    model = tiny_vivit(seed=3, frames=32, num_hidden_layers=6)
+    x = hf_pixels(2, seed=3, frames=32)
+    ref_logits, ref_positions = vivit_reference(model, x, 5, slices=16)
+    patch_hf(model, r=5)
+    assert [s.num_groups for s in model.sta_stages] == [16, 8, 4]
+    assert [s.block for s in model.sta_stages] == [0, 2, 4]
+    with torch.no_grad():
+        out, trace = forward_with_trace(model, x)
+    assert_positions_equal(trace.positions, ref_positions)
+    logit_close(out.logits, ref_logits)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_matches_the_method_reference_and_keeps_cls_first(method):
+    model = tiny_vivit(seed=4)
+    x = hf_pixels(2, seed=4)
+    r = (5, 4, 3)
+    ref_logits, ref_positions = method_reference(model, x, r, method)
+    patch_hf(model, r=r, method=method)
+    assert model.sta_method == method
+    with torch.no_grad():
+        out, trace = forward_with_trace(model, x, output_hidden_states=True)
+    counts = tokens_after_stages(SLICES, SPATIAL, r)
+    assert [h.shape[1] for h in out.hidden_states] == [1 + SLICES * SPATIAL, *(1 + n for n in counts)]
+    for mine, theirs in zip(trace.positions, ref_positions):
+        assert torch.equal(mine, theirs)
+    logit_close(out.logits, ref_logits)
+
+
+def test_cls_is_never_scored_or_dropped():
+    """A zero CLS token is the smallest-norm token: the norm method would drop it first if it were scored."""
+    model = tiny_vivit(seed=5)
+    with torch.no_grad():
+        model.vivit.embeddings.cls_token.zero_()
+        model.vivit.embeddings.position_embeddings[:, 0].zero_()
+    x = hf_pixels(2, seed=5)
+    for method in METHODS:
+        patch_hf(model, r=(6, 6, 6), method=method)
+        with torch.no_grad():
+            out, trace = forward_with_trace(model, x, output_hidden_states=True)
+            first = model.vivit.layers[0](model.vivit.embeddings(x), None)
+        assert torch.equal(out.hidden_states[1][:, 0], first[:, 0])  # the CLS row after the first stage
+        assert all(int(p.min()) >= 0 and int(p.max()) < SLICES * SPATIAL for p in trace.positions)
+
+
+def test_batch_size_does_not_change_results():
+    model = patch_hf(tiny_vivit(seed=6), r=(4, 6, 2))
+    x = hf_pixels(3, seed=6)
+    with torch.no_grad():
+        together, trace = forward_with_trace(model, x)
+        alone = [forward_with_trace(model, x[i : i + 1]) for i in range(3)]
+    for i, (logits, single) in enumerate(alone):
+        logit_close(logits.logits[0], together.logits[i])
+        assert all(torch.equal(a[0], b[i]) for a, b in zip(single.positions, trace.positions))
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+def test_bare_model_keeps_its_output_type_and_pooler(pooler):
+    bare = randomize_(VivitModel(vivit_config(), add_pooling_layer=pooler), seed=7).eval()
+    x = hf_pixels(seed=7)
+    with torch.no_grad():
+        plain = bare(x)
+        patch_hf(bare, r=0)
+        assert torch.equal(bare(x).last_hidden_state, plain.last_hidden_state)
+        bare.sta_r = 4
+        out = bare(x)
+        as_tuple = bare(x, return_dict=False)
+    assert isinstance(out, BaseModelOutputWithPooling)
+    assert out.last_hidden_state.shape == (2, 1 + tokens_after_stages(SLICES, SPATIAL, 4)[-1], 32)
+    assert (out.pooler_output is not None) == pooler
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], out.last_hidden_state)
+
+
+def test_labels_loss_attentions_and_tuples():
+    model = patch_hf(tiny_vivit(seed=8), r=4)
+    x, labels = hf_pixels(seed=8), torch.tensor([1, 3])
+    with torch.no_grad():
+        out = model(x, labels=labels, output_attentions=True)
+        plain = model(x, labels=labels)
+        as_tuple = model(x, labels=labels, return_dict=False)
+    counts = tokens_after_stages(SLICES, SPATIAL, 4)
+    assert [a.shape[-1] for a in out.attentions] == [1 + n for n in (128, *counts[:2])]
+    torch.testing.assert_close(out.logits, plain.logits, rtol=1e-5, atol=1e-5)  # explicit attention for that call
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, labels))
+    assert torch.equal(as_tuple[0], plain.loss) and torch.equal(as_tuple[1], plain.logits)
+
+
+def test_refusals_leave_the_model_unchanged():
+    model = tiny_vivit()
+    with pytest.raises(ValueError):
+        patch_hf(model, r=16)  # groups of 16 tokens at stage 0
+    assert not hasattr(model, "sta_r")
+    patch_hf(model, r=2)
+    with pytest.raises(ValueError, match="tome"):
+        model.set_sta(r=9, method="tome")  # ToMe merges at most half of a group
+    assert model.sta_r == (2, 2, 2) and model.sta_method == "sta"
+    with pytest.raises(ValueError, match="unknown method"):
+        model.sta_method = "magic"
+    with pytest.raises(ValueError, match="attention_mask"):
+        model.vivit(hf_pixels(), attention_mask=torch.zeros(2, 1, 129, 129))
+    odd = tiny_vivit(frames=12)  # T = 6: not divisible by 4
+    patch_hf(odd, r=0)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        odd.sta_r = 2
