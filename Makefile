@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PIP_ARGS ?=
-EXTRAS ?= test,plot,progress,hf
+EXTRAS ?= test,plot,progress,hf,onnx,openvino
 PKG := build/package-check
 
 .PHONY: demo test lint pytest package-check bench clean

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +19,7 @@ from sta import __version__
 from sta.core.methods import METHODS
 from sta.core.schedule import format_r
 from sta.data import ListFileError, VideoDecodeError
+from sta.deploy.runners import BACKENDS
 from sta.evaluate import DATASETS, ResumeMismatch
 from sta.models.checkpoint import CheckpointError
 from sta.models.vit import MODEL_CONFIGS
@@ -127,12 +129,17 @@ def add_pruning_args(p: argparse.ArgumentParser, sweep: bool, default_r: str = "
 
 
 def resolve_model_args(args) -> None:
-    """Refuse model options that --hf-model would silently override; fill the defaults otherwise."""
+    """Refuse options that --hf-model or --exported would silently override; fill the defaults otherwise."""
+    given = lambda names: [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, False)]
+    if getattr(args, "exported", None):
+        flags = given((*HF_DECIDES, "hf_model", "r", "flops_reduction", "keep_ratio"))
+        if flags or args.method != "sta":
+            raise ValueError(f"--exported brings its own model, r and method: drop {', '.join(flags or ['--method'])}")
+        return
     if args.hf_model:
-        given = [name for name in HF_DECIDES if getattr(args, name, None) not in (None, False)]
-        if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"--hf-model takes frames, size, classes and weights from its config: drop {flags}")
+        if flags := given(HF_DECIDES):
+            raise ValueError(f"--hf-model takes frames, size, classes and weights from its config: drop "
+                             f"{', '.join(flags)}")
         return
     for name, value in DEFAULTS.items():
         if getattr(args, name, None) is None:
@@ -163,6 +170,84 @@ def load_weighted_model(args, num_classes: int, method: str | None = None):
                      img_size=args.input_size or 224, tubelet_size=args.tubelet_size or 2,
                      allow_unsafe=getattr(args, "allow_unsafe_checkpoint", False))
     return load_model(spec, r=0, method=method or args.method)
+
+
+def add_backend_args(p: argparse.ArgumentParser, exported: bool = True) -> None:
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", choices=BACKENDS,
+                   help="what computes the logits: torch (eager), onnxruntime or openvino (the model exported "
+                   "to ONNX on the fly, or --exported) (default: torch; for --exported, by its file type)")
+    if exported:
+        g.add_argument("--exported", help="a file written by `sta export` (.onnx / .pt2) instead of a model: "
+                       "r, method, input format and class names come from it")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (--backend torch)")
+
+
+@dataclass
+class Prepared:
+    """What a command runs: a runner, what it computes, and the description that names its weights."""
+
+    runner: object  # sta.deploy.runners.Runner
+    info: object  # sta.deploy.runners.ModelInfo
+    desc: dict
+    bundled: bool = False  # the demo model that ships with the package
+
+
+def prepare_runner(args, num_classes: int, default_r, bundled_r=None) -> Prepared:
+    """--exported file, or a model from the model options (with --r / a budget), on --backend."""
+    from sta.deploy.export import runner_for
+    from sta.deploy.runners import model_info, open_exported
+    from sta.models.loading import file_sha256
+
+    if getattr(args, "exported", None):
+        resolve_model_args(args)
+        backend = args.backend or ("torch" if args.exported.endswith(".pt2") else "onnxruntime")
+        runner = open_exported(args.exported, backend, args.dtype)
+        desc = dict(exported=os.path.abspath(args.exported), exported_sha256=file_sha256(args.exported),
+                    name=runner.info.model)
+        return Prepared(runner, runner.info, desc)
+    model, desc, class_names, bundled = model_from_args(args, num_classes, default_r, bundled_r)
+    info = model_info(model, args.hf_model or desc.get("name", "model"), class_names)
+    runner = runner_for(model, info, args.backend or "torch", args.dtype, getattr(args, "device", "cpu"),
+                        args.compile)
+    return Prepared(runner, info, desc, bundled)
+
+
+def model_from_args(args, num_classes: int, default_r, bundled_r=None):
+    """``(model, description, class names or None, bundled?)`` at the r the options ask for.
+
+    With ``bundled_r`` and no model options, the demo model that ships with the package (at ``bundled_r``).
+    """
+    no_model = not (args.model or getattr(args, "ckpt_path", None) or args.hf_model)  # before defaults fill in
+    if bundled_r is not None and no_model and bundled_model_available():
+        from sta.demo.proxy import CLASS_NAMES, load_proxy_model
+
+        print(f"sta {args.command}: no model given: using the bundled demo model (synthetic proxy task)",
+              file=sys.stderr)
+        model = load_proxy_model()
+        model.method = args.method
+        set_single_r(args, model, default=bundled_r)
+        return model, dict(name="bundled proxy model"), list(CLASS_NAMES), True
+    model, desc = load_weighted_model(args, num_classes)
+    set_single_r(args, model, default=default_r)
+    return model, desc, None, False
+
+
+def class_names_for(args, num_classes: int) -> list[str] | None:
+    """--labels FILE, else the dataset's shipped names when the class count fits, else any shipped set that fits."""
+    from sta import labels
+
+    if getattr(args, "labels", None):
+        names = labels.read_label_file(args.labels)
+        if len(names) != num_classes:
+            raise ValueError(f"{args.labels}: {len(names)} class names for a model with {num_classes} classes")
+        return names
+    dataset = getattr(args, "data_set", None)
+    if dataset:
+        names = labels.load(dataset)
+        if len(names) == num_classes:
+            return names
+    return labels.for_num_classes(num_classes)
 
 
 def budget_r(args, model):
@@ -228,13 +313,24 @@ def cmd_bench(args) -> None:
 
     model = build_model(args, device="cpu").eval()
     rs = [r] if (r := budget_r(args, model)) is not None else args.r
+    backend = args.backend or "torch"
+    make_runner = None
+    if backend != "torch" or args.compile:
+        from sta.deploy.export import runner_for
+        from sta.deploy.runners import model_info
+
+        def make_runner(m):
+            return runner_for(m, model_info(m, args.hf_model or args.model), backend, args.dtype, args.device,
+                              args.compile)
+
     rows = benchmark(model, rs, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-                     warmup=args.warmup, repeats=args.repeats)
+                     warmup=args.warmup, repeats=args.repeats, make_runner=make_runner)
     if args.json:
         print(json.dumps([row.to_dict() for row in rows]))
         return
+    engine = backend + (", compiled" if args.compile else "")
     print(f"{args.hf_model or args.model}, method {args.method}, batch {args.batch_size}, {args.dtype} on "
-          f"{rows[0].device}; median of {args.repeats} runs after {args.warmup} warm-up")
+          f"{rows[0].device} ({engine}); median of {args.repeats} runs after {args.warmup} warm-up")
     table = [dict(row.to_dict(), r=format_r(row.r)) for row in rows]
     print_table(table, [("r", "r", ""), ("ms_per_clip", "ms/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
                         ("speedup", "speed-up vs r=0", ".2f")])
@@ -252,25 +348,24 @@ def cmd_eval(args) -> None:
     if not os.path.isfile(list_file):
         raise ValueError(f"list file {list_file} not found (--data_path holds {args.split}.csv)")
     resolve_device(args.device)  # a missing GPU fails before any model or video is loaded
-    num_classes = args.nb_classes or dataset_classes
-    model, desc = load_weighted_model(args, num_classes)
-    cfg = model.cfg  # an --hf-model brings its own frames, size and classes
-    short_side = args.short_side_size or cfg.img_size
-    if short_side != cfg.img_size:
-        raise ValueError(f"--short_side_size {short_side} must equal the input size {cfg.img_size}: the test "
+    prepared = prepare_runner(args, args.nb_classes or dataset_classes, default_r=0)
+    info = prepared.info  # an --hf-model or --exported file brings its own frames, size and classes
+    short_side = args.short_side_size or info.img_size
+    if short_side != info.img_size:
+        raise ValueError(f"--short_side_size {short_side} must equal the input size {info.img_size}: the test "
                          "protocol crops windows of the short side, which are the model's input")
-    views = ViewProtocol.for_dataset(protocol, num_frames=cfg.num_frames, sampling_rate=args.sampling_rate,
+    views = ViewProtocol.for_dataset(protocol, num_frames=info.num_frames, sampling_rate=args.sampling_rate,
                                      num_segments=args.test_num_segment, num_crops=args.test_num_crop,
-                                     crop_size=cfg.img_size, mean=cfg.mean, std=cfg.std)
+                                     crop_size=info.img_size, mean=info.mean, std=info.std)
     settings = EvalSettings(views=views, dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers,
                             device=args.device)
-    set_single_r(args, model, default=0)
-    entries = read_list_file(list_file, data_root=args.data_root, num_classes=cfg.num_classes)
+    entries = read_list_file(list_file, data_root=args.data_root, num_classes=info.num_classes)
     rank, world = init_distributed(args.device)
     if rank == 0:
         print(f"sta eval: {len(entries)} videos from {list_file}, {views.num_segments}x{views.num_crops} views "
-              f"each, {args.method} r={format_r(model.r)}, {world} process(es)", file=sys.stderr)
-    summary = evaluate(model, entries, settings, args.output_dir, desc, log_dir=args.log_dir,
+              f"each, {info.method} r={format_r(info.r)}, {prepared.runner.backend}, {world} process(es)",
+              file=sys.stderr)
+    summary = evaluate(prepared.runner, entries, settings, args.output_dir, prepared.desc, log_dir=args.log_dir,
                        progress=not args.no_progress)
     if summary is None:
         return
@@ -292,23 +387,84 @@ class EvalFailed(RuntimeError):
     """A run that finished without a number to report (exit status 1)."""
 
 
+def cmd_predict(args) -> None:
+    from sta.data import ViewProtocol
+    from sta.evaluate.predict import expand_inputs, predict_videos
+
+    videos = expand_inputs(args.videos)
+    protocol, dataset_classes = DATASETS[args.data_set]
+    num_classes = args.nb_classes or dataset_classes
+    prepared = prepare_runner(args, num_classes, default_r=0, bundled_r=16)
+    info = prepared.info  # --labels first, then the names an exported file or the bundled model carry
+    names = class_names_for(args, info.num_classes) if args.labels else (
+        info.class_names or class_names_for(args, info.num_classes))
+    segments, crops = args.views or (None, None)
+    views = ViewProtocol.for_dataset(protocol, num_frames=info.num_frames, sampling_rate=args.sampling_rate,
+                                     num_segments=segments, num_crops=crops, crop_size=info.img_size,
+                                     mean=info.mean, std=info.std)
+    random_weights = not (prepared.bundled or prepared.desc.get("checkpoint") or prepared.desc.get("hf_model")
+                          or prepared.desc.get("exported"))
+    header = (f"{info.model}, {info.method} r={format_r(info.r)}: tokens kept "
+              f"{' -> '.join(map(str, info.tokens_per_stage))}, {info.gflops_per_view:.2f} GFLOPs/view, "
+              f"{views.num_segments}x{views.num_crops} views, {prepared.runner.backend}")
+    print(header + ("  [RANDOM WEIGHTS: these predictions mean nothing]" if random_weights else ""),
+          file=sys.stderr)
+    failed = 0
+    for prediction in predict_videos(prepared.runner, videos, views, names, top_k=args.top_k,
+                                     batch_size=args.batch_size, num_workers=args.num_workers,
+                                     progress=not args.no_progress):
+        failed += prediction.error is not None
+        if args.json:
+            print(json.dumps(prediction.to_dict()), flush=True)
+        elif prediction.error is not None:
+            print(f"{prediction.video}: error: {prediction.error}", flush=True)
+        else:
+            best = "  ".join(f"{name} {p:.1%}" for _, name, p in prediction.top)
+            print(f"{prediction.video}: {best}", flush=True)
+    if failed:
+        raise EvalFailed(f"{failed} of {len(videos)} videos could not be read (see above)")
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """``5x3`` -> (5 temporal clips, 3 crops)."""
+    try:
+        segments, crops = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"views are SEGMENTSxCROPS, e.g. 5x3 or 1x1; got {text!r}") from None
+    if segments < 1 or crops < 1:
+        raise argparse.ArgumentTypeError(f"views need at least 1x1, got {text!r}")
+    return segments, crops
+
+
+def cmd_export(args) -> None:
+    from sta.deploy.export import export_model
+    from sta.deploy.runners import model_info
+
+    out = args.out
+    fmt = args.format or (os.path.splitext(out)[1].lstrip(".") or None)
+    if fmt not in ("onnx", "pt2"):
+        raise ValueError(f"say --format onnx or pt2 (or give --out a .onnx / .pt2 name), got {out!r}")
+    if not out.endswith(f".{fmt}"):
+        raise ValueError(f"--out {out} must end in .{fmt} for --format {fmt}")
+    protocol, dataset_classes = DATASETS[args.data_set]
+    num_classes = args.nb_classes or dataset_classes
+    model, desc, names, _ = model_from_args(args, num_classes, default_r=0, bundled_r=16)
+    name = args.hf_model or os.path.basename(args.ckpt_path or "") or desc.get("name", "model")
+    info = model_info(model, name, names or class_names_for(args, model.cfg.num_classes))
+    check = export_model(model, out, info, fmt=fmt, dtype=args.dtype)
+    print(f"sta export: {out} ({fmt}, {args.dtype}): {info.method} r={format_r(info.r)}, tokens "
+          f"{' -> '.join(map(str, info.tokens_per_stage))}, {info.gflops_per_view:.2f} GFLOPs/view; checked against "
+          f"the eager model: max |logit diff| {check.max_abs_diff:.2g}, same top-1 and kept positions")
+
+
 def cmd_vis(args) -> None:
     from sta.vis.tokens import visualize
 
     if not os.path.isfile(args.video):
         raise ValueError(f"{args.video}: no such video file")
-    if args.model is None and args.ckpt_path is None and args.hf_model is None and bundled_model_available():
-        from sta.demo.proxy import load_proxy_model
-
-        print("sta vis: no --model/--ckpt-path given: using the bundled demo model (synthetic proxy task)",
-              file=sys.stderr)
-        model, protocol = load_proxy_model(), "kinetics"
-        model.method = args.method
-        set_single_r(args, model, default=16)  # 16 of each slice's 64 tokens
-    else:
-        model, _ = load_weighted_model(args, args.nb_classes or DATASETS[args.data_set][1])
-        set_single_r(args, model, default=64)
-        protocol = DATASETS[args.data_set][0]
+    protocol, dataset_classes = DATASETS[args.data_set]
+    # 64 of a ViT's 196 tokens per group; 16 of the bundled model's 64
+    model, _, _, _ = model_from_args(args, args.nb_classes or dataset_classes, default_r=64, bundled_r=16)
     result = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
     print(f"{result.method} r={format_r(result.r)}: tokens kept {' -> '.join(map(str, result.tokens_per_stage))} "
           f"of {result.tokens_total}, {result.gflops_per_view:.2f} GFLOPs/view; keeps "
@@ -435,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards first")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed forwards (the median is reported)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
+    add_backend_args(p, exported=False)
     p.set_defaults(func=cmd_bench)
 
     p = command("eval", "top-1/top-5 with the VideoMAE multi-view test protocol (torchrun for many processes)",
@@ -471,7 +628,52 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for run_inference.py users; under torchrun the split is automatic")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = command("predict", "top-k classes of your own videos (files, folders, globs)",
+                "Labels videos with the evaluation's views (Kinetics 5x3, SSv2 2x3; --views 1x1 for speed): the "
+                "mean of the views' softmaxes, top-k class names and probabilities. Class names ship for "
+                "Kinetics-400/710 and SSv2 (--labels FILE for others). Without a model: the bundled demo model. "
+                "Exit status 1 if any video could not be read.")
+    p.add_argument("videos", nargs="+", help="video files, folders (every video inside) or glob patterns")
+    add_model_args(p, weights=True)
+    add_pruning_args(p, sweep=False)
+    g = p.add_argument_group("views and names")
+    g.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
+                   help="frame sampling, class count and class names")
+    g.add_argument("--views", type=parse_views, help="SEGMENTSxCROPS, e.g. 1x1 (default: the protocol's, 5x3 / 2x3)")
+    g.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
+                   help="Kinetics: take every n-th frame")
+    g.add_argument("--labels", help="class names file: one per line, line i = class i")
+    g.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video")
+    g = p.add_argument_group("run")
+    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
+    g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=0,
+                   help="decoding processes (0 = decode in the main process)")
+    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of weights and activations (STA scores in float32 whatever this is)")
+    g.add_argument("--json", action="store_true", help="one JSON line per video")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = command("export", "write the pruned model as one static graph: ONNX or torch.export (.pt2)",
+                "Exports the model at its r and method with a dynamic batch dimension, runs the exported graph "
+                "next to the eager model on random clips, and writes the file only if logits, top-1 and kept "
+                "positions agree. The file records r, method, input format and class names for `sta predict "
+                "--exported` and `sta eval --exported`. Without a model: the bundled demo model.")
+    add_model_args(p, weights=True)
+    add_pruning_args(p, sweep=False)
+    p.add_argument("--format", choices=["onnx", "pt2"], help="default: from the --out suffix")
+    p.add_argument("--out", required=True, help="file to write (.onnx or .pt2)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="pt2 only: the graph's precision (ONNX is float32; OpenVINO runs it in bf16 on request)")
+    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
+                   help="class count and the class names recorded in the file")
+    p.add_argument("--labels", help="class names file to record instead (one per line)")
+    p.set_defaults(func=cmd_export)
 
     p = command("vis", "pictures of the tokens a method keeps and of the GradNorm map, for one video",
                 "Samples the video as `sta eval` does (one clip, centre crop) and writes kept_tokens.png, "

@@ -53,8 +53,10 @@ def _is_int(value) -> bool:
 
 
 def format_r(r: RSpec) -> str:
-    """``64`` -> "64", ``(64, 32, 16)`` -> "64,32,16" (the CLI's spelling)."""
-    return ",".join(map(str, r)) if isinstance(r, (tuple, list)) else str(r)
+    """``64`` or ``(64, 64, 64)`` -> "64", ``(64, 32, 16)`` -> "64,32,16" (the CLI's spelling)."""
+    if isinstance(r, (tuple, list)):
+        return str(r[0]) if len(set(r)) == 1 else ",".join(map(str, r))
+    return str(r)
 
 
 def stage_blocks(depth: int) -> tuple[int, ...]:

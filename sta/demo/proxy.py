@@ -278,3 +278,34 @@ def load_proxy_model(r=0, path=None):
     state = {k: v.float() for k, v in extract_state_dict(ckpt).items()}
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def write_videos(folder: str | Path, num_clips: int, seed: int = 1234, task: ProxyTask | None = None,
+                 fps: int = 8) -> list[Path]:
+    """Held-out proxy clips as video files (``<index>_<class name>.mp4``), to try `sta predict` / `sta eval` on.
+
+    Encoded as lossless H.264 in 4:4:4 (no colour subsampling), so decoding gives
+    back the generated frames up to rounding. Every frame is a clip frame, so
+    sample them with ``--sampling-rate 1`` (16 frames of 16). Also writes
+    ``test.csv`` (``path label`` lines) for `sta eval --data-path folder`.
+    """
+    import av
+
+    task = task or PROXY_TASK
+    clips, labels = make_clips(task, num_clips, seed=seed, split="test")
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None, None], torch.tensor(IMAGENET_STD)[:, None, None, None]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (clip, label) in enumerate(zip(clips, labels.tolist())):
+        frames = ((clip * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        path = folder / f"{i:03d}_{CLASS_NAMES[label]}.mp4"
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("libx264", rate=fps, options={"crf": "0", "preset": "ultrafast"})
+            stream.height, stream.width, stream.pix_fmt = task.size, task.size, "yuv444p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        paths.append(path)
+    (folder / "test.csv").write_text("".join(f"{p.name} {label}\n" for p, label in zip(paths, labels.tolist())))
+    return paths

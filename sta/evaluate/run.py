@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from sta.data import VideoDecodeError, VideoEntry, ViewProtocol, read_test_views
+from sta.deploy.runners import Runner
 from sta.evaluate.records import (
     OutputLock,
     PredictionWriter,
@@ -50,6 +51,7 @@ class EvalSettings:
 
     views: ViewProtocol = field(default_factory=ViewProtocol)
     dtype: str = "float32"
+    backend: str = "torch"  # which engine computed the logits (sta.deploy.runners.BACKENDS)
     # Not part of the fingerprint: they do not change the numbers.
     batch_size: int = 8  # views per forward
     num_workers: int = 0  # decoding processes
@@ -63,7 +65,7 @@ class EvalSettings:
             raise ValueError(f"num_workers must be 0 or more, got {self.num_workers!r}")
 
     def protocol_fields(self) -> dict:
-        return {**self.views.to_dict(), "dtype": self.dtype}
+        return {**self.views.to_dict(), "dtype": self.dtype, "backend": self.backend}
 
 
 @dataclass(frozen=True)
@@ -194,9 +196,12 @@ def gather_tally(tally: Tally) -> Tally:
 
 # --------------------------------------------------------------------------- the run
 
-def evaluate(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings, output_dir: str | Path,
+def evaluate(model: nn.Module | Runner, entries: list[VideoEntry], settings: EvalSettings, output_dir: str | Path,
              model_desc: dict, log_dir: str | None = None, progress: bool = True) -> EvalSummary | None:
     """Evaluate ``model`` on ``entries`` with the multi-view protocol; returns the summary.
+
+    ``model``: a torch module (run on ``settings.device`` in ``settings.dtype``)
+    or a runner of :mod:`sta.deploy.runners` (an exported graph on its backend).
 
     ``model_desc`` (model name, weights and their hash) identifies the run in
     the resume fingerprint, with the model's r and method. Views already in
@@ -206,7 +211,11 @@ def evaluate(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings
     summary and writes ``summary.json``; other ranks return None.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if hasattr(model, "r"):  # what the model does now, not what a caller remembered
+    info = getattr(model, "info", None)  # a runner says what it runs
+    if info is not None:
+        model_desc = {**model_desc, "r": list(info.r), "method": info.method}
+        settings = replace(settings, backend=model.backend)
+    elif hasattr(model, "r"):  # what the model does now, not what a caller remembered
         model_desc = {**model_desc, "r": list(model.r), "method": getattr(model, "method", "sta")}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +234,8 @@ def evaluate(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings
     summary = EvalSummary(
         top1=top1, top5=top5, videos=counts.videos, views=counts.views, videos_in_list=len(entries),
         skipped=sorted(counts.skipped, key=lambda s: s["video"]),
-        gflops_per_view=_gflops(model), wall_time_s=counts.wall_time_s, computed_videos=counts.computed_videos,
+        gflops_per_view=info.gflops_per_view if info is not None else _gflops(model),
+        wall_time_s=counts.wall_time_s, computed_videos=counts.computed_videos,
         resumed_views=counts.resumed_views, world_size=world, model=model_desc, protocol=settings.protocol_fields(),
     )
     write_summary(output_dir / "summary.json", summary)
@@ -240,7 +250,21 @@ def _gflops(model: nn.Module) -> float | None:
     return flops_report(model).gflops if hasattr(model, "cfg") else None  # counted on meta: no device memory
 
 
-def _run(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings, output_dir: Path, expected: dict,
+def _forward(model: nn.Module | Runner, settings: EvalSettings) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``clips -> float32 CPU logits``: a runner as it is, a module on the settings' device and dtype."""
+    if not isinstance(model, nn.Module):
+        return model
+    device, dtype = resolve_device(settings.device), parse_dtype(settings.dtype)
+    model = model.to(device=device, dtype=dtype).eval()
+
+    def forward(clips: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(clips.to(device=device, dtype=dtype)).float().cpu()
+
+    return forward
+
+
+def _run(model: nn.Module | Runner, entries: list[VideoEntry], settings: EvalSettings, output_dir: Path, expected: dict,
          done: dict, rank: int, world: int, progress: bool) -> Tally:
     """This process's share of the videos: compute what is missing, append it, count hits."""
     views = settings.views
@@ -250,8 +274,7 @@ def _run(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings, ou
     jobs = [(i, entries[i], set(scores[i].views)) for i in mine if not all_views <= set(scores[i].views)]
     resumed = sum(len(scores[i].views) for i in mine)
 
-    device, dtype = resolve_device(settings.device), parse_dtype(settings.dtype)
-    model = model.to(device=device, dtype=dtype).eval()
+    forward = _forward(model, settings)
     writer = PredictionWriter(predictions_path(output_dir, rank, world), expected)
     skipped: list[dict] = []
     bar = Progress(total=len(jobs), unit="videos", enabled=progress and rank == 0)
@@ -259,9 +282,7 @@ def _run(model: nn.Module, entries: list[VideoEntry], settings: EvalSettings, ou
     pending: list[tuple[int, tuple[int, int], torch.Tensor]] = []  # views waiting for a full batch
 
     def run_batch(batch):
-        clips = torch.stack([clip for _, _, clip in batch]).to(device=device, dtype=dtype)
-        with torch.inference_mode():
-            logits = model(clips).float().cpu()
+        logits = forward(torch.stack([clip for _, _, clip in batch]))
         records = []
         for (index, key, _), row in zip(batch, logits):
             values = row.tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -28,9 +29,14 @@ class Timing:
 
 
 @torch.inference_mode()
-def time_forward(model: nn.Module, clips: torch.Tensor, warmup: int = 2, repeats: int = 5) -> Timing:
-    """Time ``model(clips)``: ``warmup`` untimed runs, then ``repeats`` timed ones (clips on the model's device)."""
-    model.eval()
+def time_forward(model: Callable[[torch.Tensor], object], clips: torch.Tensor, warmup: int = 2,
+                 repeats: int = 5) -> Timing:
+    """Time ``model(clips)``: ``warmup`` untimed runs, then ``repeats`` timed ones.
+
+    ``model``: a module (clips on its device) or any runner of :mod:`sta.deploy.runners`.
+    """
+    if isinstance(model, nn.Module):
+        model.eval()
     for _ in range(warmup):
         model(clips)
     synchronize(clips.device)
@@ -69,21 +75,25 @@ class BenchRow:
 
 
 def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "float32", device: str = "cpu",
-              warmup: int = 2, repeats: int = 5) -> list[BenchRow]:
+              warmup: int = 2, repeats: int = 5,
+              make_runner: Callable[[nn.Module], Callable[[torch.Tensor], object]] | None = None) -> list[BenchRow]:
     """ms/clip and clips/s of ``model`` at each r in ``rs``, plus the speed-up over r=0.
 
-    r=0 is measured first when ``rs`` lacks it. The model is moved to ``device``
-    and ``dtype``; its r is restored afterwards.
+    r=0 is measured first when ``rs`` lacks it. By default the eager model runs
+    on ``device`` in ``dtype``; ``make_runner(model)`` (called at each r) gives
+    another backend instead (e.g. ``sta.deploy.export.runner_for``). The
+    model's r is restored afterwards.
     """
     if not any(normalize_r(r) == (0, 0, 0) for r in rs):
         rs = [0, *rs]
     torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
-    model = model.to(device=torch_device, dtype=torch_dtype)
-    clips = random_clips(model, batch_size, torch_dtype, torch_device)
+    if make_runner is None:
+        model = model.to(device=torch_device, dtype=torch_dtype)
+    clips = random_clips(model, batch_size, torch_dtype if make_runner is None else torch.float32, torch_device)
     timings = []
     for r in rs:
         with model.pruning(r=r):
-            timings.append(time_forward(model, clips, warmup, repeats))
+            timings.append(time_forward(model if make_runner is None else make_runner(model), clips, warmup, repeats))
     base = next(t for r, t in zip(rs, timings) if normalize_r(r) == (0, 0, 0)).ms_per_clip
     return [BenchRow(r, batch_size, dtype, str(torch_device), t.ms_per_clip, t.clips_per_s, base / t.ms_per_clip)
             for r, t in zip(rs, timings)]

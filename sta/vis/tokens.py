@@ -186,7 +186,7 @@ def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, 
     total = gradnorm.sum()
     shares = [float(gradnorm[m].sum() / total) if total > 0 else float("nan") for m in masks]
 
-    method = f"{model.method} r={format_r(r if len(set(r)) > 1 else r[0])}"  # e.g. "random r=16"
+    method = f"{model.method} r={format_r(r)}"  # e.g. "random r=16"
     stem = name or Path(video).name
     painted = [paint_dropped(frames, m, model) for m in masks]
     title = (f"{stem}  {method}: tokens kept {' -> '.join(map(str, report.tokens))} of {num_tokens}, "

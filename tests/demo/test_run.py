@@ -16,6 +16,7 @@ def rows():
     return run_demo(rs=(16, (56, 8, 4)), progress=False)
 
 
+@pytest.mark.slow
 def test_unpruned_and_bands(rows):
     table = {(row.method, row.r): row for row in rows}
     assert table[("none", 0)].top1 >= 95.0

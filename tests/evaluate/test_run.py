@@ -149,6 +149,7 @@ def noise_dataset(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(noise_dataset, tmp_path):
     common = ["--data-path", str(noise_dataset), "--r", "1"]
     single = cli_eval(common + ["--output-dir", str(tmp_path / "one")], tmp_path)
@@ -273,6 +274,7 @@ def test_cli_run_that_scored_nothing_fails(tmp_path, capsys):
     assert code == 1 and "no video was scored (2 of 2 skipped" in err and "gone.mp4: " in err
 
 
+@pytest.mark.slow
 def test_cli_resume_follows_the_checkpoint_content_not_its_path(sample_videos, tmp_path):
     import shutil
 

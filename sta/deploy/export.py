@@ -1,0 +1,167 @@
+"""`sta export`: a pruned model as one static graph file, checked against the eager model before it is written.
+
+Formats:
+
+- ``onnx``: ``torch.onnx.export(dynamo=True)``, float32, batch size dynamic;
+  runs on ONNX Runtime and OpenVINO (which can execute it in bf16).
+- ``pt2``: ``torch.export`` (``torch.export.save``), in the model's dtype;
+  ``torch.export.load(path).module()`` gives it back.
+
+The graph's outputs are ``logits`` (``B x classes``) and ``positions_0..2``
+(``B x L_k`` int64: the original positions alive after each stage, as
+``TokenTrace.positions``). The file carries a :class:`~sta.deploy.runners.ModelInfo`
+(r, method, input format, class names) as metadata. Before anything is
+written, the exported graph runs on random clips next to the eager model: the
+file is refused unless the logits agree to float tolerance, the top-1 classes
+match and every kept position is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from sta.deploy.runners import (
+    BACKENDS,
+    INFO_KEY,
+    ModelInfo,
+    OnnxRuntimeRunner,
+    OpenVinoRunner,
+    Runner,
+    TorchRunner,
+)
+from sta.measure.speed import random_clips
+from sta.utils.device import parse_dtype
+from sta.utils.optional import require_backend
+
+FORMATS = ("onnx", "pt2")
+OUTPUTS = ("logits", "positions_0", "positions_1", "positions_2")
+CHECK_BATCH = 2  # random clips the exported graph must agree on (and a batch other than 1: batch is dynamic)
+
+
+class ExportError(ValueError):
+    """The exported graph does not reproduce the eager model: nothing was written."""
+
+
+class GraphForward(nn.Module):
+    """The model as the exported graph computes it: ``clips -> (logits, positions_0, positions_1, positions_2)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: Tensor) -> tuple[Tensor, ...]:
+        logits, trace = self.model(clips, return_trace=True)
+        return (logits, *trace.positions)
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """How the exported graph compared with the eager model on random clips."""
+
+    max_abs_diff: float  # largest |logit difference|
+    tolerance: float
+    same_top1: bool
+    same_positions: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance and self.same_top1 and self.same_positions
+
+
+def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt: str | None = None,
+                 dtype: str = "float32") -> ExportCheck:
+    """Export ``model`` (at its current r and method) to ``out``; returns the check that allowed writing it.
+
+    ``fmt`` defaults to the suffix of ``out`` (``.onnx`` / ``.pt2``). ``dtype``:
+    the precision of a ``pt2`` graph (an ONNX graph is always float32; pick
+    bf16 at run time with OpenVINO). Raises :class:`ExportError`, leaving no
+    file behind, when the graph disagrees with the eager model.
+    """
+    out = Path(out)
+    fmt = fmt or out.suffix.lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)} (or an .onnx / .pt2 file name), got {fmt!r}")
+    if fmt == "onnx" and dtype != "float32":
+        raise ValueError("ONNX files are exported in float32; run them in bf16 with --backend openvino --dtype "
+                         "bfloat16")
+    model = model.to(dtype=parse_dtype(dtype)).eval()
+    info = replace(info, dtype=dtype)
+    graph = GraphForward(model).eval()
+    clips = random_clips(model, CHECK_BATCH, parse_dtype(dtype), torch.device("cpu"), seed=1)
+    with torch.inference_mode():
+        expected = graph(clips)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written next to the target, renamed over it only once checked: a refused export leaves nothing behind.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sta-export-") as tmp:
+        staged = Path(tmp) / out.name
+        if fmt == "onnx":
+            got = _export_onnx(graph, clips, staged, info)
+        else:
+            got = _export_pt2(graph, clips, staged, info)
+        check = compare(expected, got, dtype)
+        if not check.ok:
+            raise ExportError(
+                f"the exported graph disagrees with the eager model (max |logit diff| {check.max_abs_diff:.3g}, "
+                f"tolerance {check.tolerance:.3g}, same top-1: {check.same_top1}, same kept positions: "
+                f"{check.same_positions}); {out} was not written")
+        os.replace(staged, out)
+    return check
+
+
+def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = "float32") -> ExportCheck:
+    """Logits within tolerance (relative to their scale), identical top-1 and identical kept positions."""
+    want, have = expected[0].float(), got[0].float()
+    scale = max(1.0, float(want.abs().max()))
+    tolerance = (1e-4 if dtype == "float32" else 5e-2) * scale
+    return ExportCheck(max_abs_diff=float((want - have).abs().max()), tolerance=tolerance,
+                       same_top1=bool(torch.equal(want.argmax(-1), have.argmax(-1))),
+                       same_positions=all(torch.equal(a, b.to(a.dtype)) for a, b in zip(expected[1:], got[1:])))
+
+
+def _export_onnx(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo) -> tuple[Tensor, ...]:
+    onnx = require_backend("onnx", "onnx")
+    require_backend("onnxscript", "onnx")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on torchvision ops we do not use
+        torch.onnx.export(graph, (clips,), str(path), dynamo=True, input_names=["clips"], output_names=list(OUTPUTS),
+                          dynamic_shapes={"clips": {0: batch}}, verbose=False)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = INFO_KEY, info.to_json()
+    onnx.save(proto, str(path))
+    runner = OnnxRuntimeRunner(path, info)
+    return tuple(torch.from_numpy(v) for v in runner.session.run(list(OUTPUTS), {runner.input: clips.numpy()}))
+
+
+def _export_pt2(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo) -> tuple[Tensor, ...]:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(graph, (clips,), dynamic_shapes={"clips": {0: batch}})
+    torch.export.save(program, str(path), extra_files={f"{INFO_KEY}.json": info.to_json()})
+    with torch.inference_mode():
+        return tuple(torch.export.load(str(path)).module()(clips))
+
+
+def runner_for(model: nn.Module, info: ModelInfo, backend: str = "torch", dtype: str = "float32",
+               device: str = "cpu", compile: bool = False) -> Runner:
+    """A runner for a live model: itself on ``torch``, or exported on the fly (checked) for an ONNX backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return TorchRunner(model, info, dtype=dtype, device=device, compile=compile)
+    if compile:
+        raise ValueError("--compile is for --backend torch; ONNX backends compile the graph themselves")
+    if device != "cpu":
+        raise ValueError(f"--backend {backend} runs on the CPU here; use --backend torch for --device {device}")
+    with tempfile.TemporaryDirectory(prefix="sta-onnx-") as tmp:
+        export_model(model, Path(tmp) / "model.onnx", info)
+        # Both backends read the file while opening it, so the folder can go afterwards.
+        return (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(Path(tmp) / "model.onnx", info,
+                                                                                   dtype)

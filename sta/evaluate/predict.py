@@ -1,0 +1,87 @@
+"""`sta predict`: class names and probabilities for your own videos, with the evaluation's views.
+
+Each video is decoded once into the protocol's views (``5x3`` Kinetics, ``2x3``
+SSv2, or ``--views 1x1`` for speed), the views run in batches through any
+runner (the eager model or an exported graph, see :mod:`sta.deploy.runners`),
+and the video's probabilities are the mean of its views' softmaxes, as in
+`sta eval`. A video that cannot be decoded is reported and the rest go on.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sta.data import VideoEntry, ViewProtocol
+from sta.evaluate.run import VideoViews, iterate_views, video_scores
+from sta.utils.progress import Progress
+
+# What a folder argument expands to (a file named explicitly is tried whatever its suffix).
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One video's answer: the ``top`` (class index, name, probability) triples, or why there is none."""
+
+    video: str
+    top: list[tuple[int, str, float]]
+    views: int
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(video=self.video, views=self.views, error=self.error,
+                    top=[dict(index=i, name=name, probability=p) for i, name, p in self.top])
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Files as given, folders as the videos inside them (recursively, sorted), globs expanded.
+
+    Raises ``ValueError`` when nothing matches an argument, naming it.
+    """
+    videos: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        elif any(c in item for c in "*?[") and not os.path.exists(item):
+            found = sorted(glob.glob(item, recursive=True))
+        else:
+            found = [item]  # a missing file is reported per video, like an undecodable one
+        if not found:
+            raise ValueError(f"{item}: no videos there")
+        videos += found
+    return videos
+
+
+def predict_videos(runner: Callable[[torch.Tensor], torch.Tensor], videos: Sequence[str], views: ViewProtocol,
+                   class_names: Sequence[str] | None = None, top_k: int = 5, batch_size: int = 8,
+                   num_workers: int = 0, progress: bool = True) -> Iterator[Prediction]:
+    """Predictions for ``videos``, in order, as each finishes (``runner``: ``B x 3 x F x S x S -> B x classes``)."""
+    jobs = [(i, VideoEntry(path, 0, i + 1, path), set()) for i, path in enumerate(videos)]
+    bar = Progress(total=len(videos), unit="videos", enabled=progress and len(videos) > 1)
+    try:
+        for item in iterate_views(VideoViews(jobs, views), num_workers):
+            video = videos[item.index]
+            if item.error is not None:
+                yield Prediction(video, [], 0, item.error)
+            else:
+                logits = torch.cat([runner(item.clips[i : i + batch_size]) for i in range(0, len(item.clips),
+                                                                                         batch_size)])
+                scores = video_scores({key: row.tolist() for key, row in zip(item.keys, logits)})
+                yield Prediction(video, top_classes(scores, class_names, top_k), len(item.keys))
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def top_classes(scores: np.ndarray, class_names: Sequence[str] | None, k: int) -> list[tuple[int, str, float]]:
+    """The ``k`` most probable classes: (index, name or ``class <i>``, probability), highest first."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    name = (lambda i: class_names[i]) if class_names else (lambda i: f"class {i}")
+    return [(int(i), name(int(i)), float(scores[i])) for i in order]

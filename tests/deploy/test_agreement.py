@@ -1,0 +1,26 @@
+"""The backends predict what torch predicts on a trained model (the bundled proxy), fp32 and bf16."""
+
+from __future__ import annotations
+
+import pytest
+
+from sta.demo.proxy import PROXY_TASK, load_proxy_model, make_clips
+from sta.deploy.export import export_model
+from sta.deploy.runners import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, model_info
+
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow
+
+
+def test_top1_agreement_on_held_out_proxy_clips(tmp_path):
+    pytest.importorskip("openvino")
+    clips, _ = make_clips(PROXY_TASK, 48, seed=1234, split="test")
+    info = model_info(load_proxy_model(r=16), "proxy")
+    reference = TorchRunner(load_proxy_model(r=16), info)(clips).argmax(-1)
+    export_model(load_proxy_model(r=16), tmp_path / "m.onnx", info)
+    for runner, minimum in [(OnnxRuntimeRunner(tmp_path / "m.onnx", info), 1.0),
+                            (OpenVinoRunner(tmp_path / "m.onnx", info, "float32"), 1.0),
+                            (OpenVinoRunner(tmp_path / "m.onnx", info, "bfloat16"), 0.97),
+                            (TorchRunner(load_proxy_model(r=16), info, dtype="bfloat16"), 0.97)]:
+        agree = float((runner(clips).argmax(-1) == reference).float().mean())
+        assert agree >= minimum, (runner.backend, agree)

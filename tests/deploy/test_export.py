@@ -1,0 +1,113 @@
+"""`sta export` and the backends: the exported graph reproduces the eager model, or nothing is written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sta.deploy.export import ExportError, GraphForward, compare, export_model, runner_for
+from sta.deploy.runners import ModelInfo, model_info, open_exported, read_info
+from tests.helpers import tiny_clips, tiny_model
+
+onnx = pytest.importorskip("onnx")
+pytestmark = pytest.mark.slow  # each ONNX export takes seconds on 2 cores
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(r=(3, 2, 1), seed=5)
+
+
+@pytest.fixture(scope="module")
+def info(model) -> ModelInfo:
+    return model_info(model, "tiny", class_names=[f"c{i}" for i in range(5)])
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model, info, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    check = export_model(model, path, info)
+    assert check.ok and check.max_abs_diff < 1e-4
+    return path
+
+
+def eager(model, clips):
+    with torch.inference_mode():
+        return GraphForward(model)(clips)
+
+
+def test_onnx_carries_its_info_and_outputs_positions(model, info, onnx_file):
+    assert read_info(onnx_file) == info
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "positions_0", "positions_1", "positions_2"]
+    clips = tiny_clips(3, seed=9)  # a batch size the export never saw: the batch is dynamic
+    outputs = session.run(None, {"clips": clips.numpy()})
+    expected = eager(model, clips)
+    np.testing.assert_allclose(outputs[0], expected[0].numpy(), atol=1e-4)
+    for got, want in zip(outputs[1:], expected[1:]):
+        assert np.array_equal(got, want.numpy())
+
+
+@pytest.mark.parametrize(("backend", "dtype", "atol"), [("onnxruntime", "float32", 1e-4), ("openvino", "float32", 1e-4),
+                                                        ("openvino", "bfloat16", 0.5)])
+def test_backends_agree_with_eager(model, onnx_file, backend, dtype, atol):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    runner = open_exported(onnx_file, backend, dtype)
+    clips = tiny_clips(4, seed=2)
+    got, want = runner(clips), eager(model, clips)[0]
+    assert got.shape == want.shape and float((got - want).abs().max()) <= atol
+    if dtype == "float32":
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_pt2_round_trip(model, info, tmp_path):
+    export_model(model, tmp_path / "tiny.pt2", info)
+    assert read_info(tmp_path / "tiny.pt2") == info
+    clips = tiny_clips(3, seed=4)
+    assert torch.equal(open_exported(tmp_path / "tiny.pt2", "torch")(clips), eager(model, clips)[0])
+
+
+def test_disagreeing_graph_is_refused_and_nothing_written(model, info, tmp_path, monkeypatch):
+    def wrong(graph, clips, path, info):
+        path.write_bytes(b"half-written")
+        logits, *positions = eager(model, clips)
+        return (logits + 1.0, *positions)
+
+    monkeypatch.setattr("sta.deploy.export._export_onnx", wrong)
+    with pytest.raises(ExportError, match="was not written"):
+        export_model(model, tmp_path / "bad.onnx", info)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_needs_identical_positions():
+    logits = torch.tensor([[1.0, 2.0]])
+    same = compare((logits, torch.tensor([[0, 1]])), (logits, torch.tensor([[0, 1]])))
+    moved = compare((logits, torch.tensor([[0, 1]])), (logits, torch.tensor([[1, 0]])))
+    assert same.ok and not moved.ok and not moved.same_positions
+
+
+def test_runner_for_exports_on_the_fly(model, info):
+    clips = tiny_clips(2, seed=3)
+    got = runner_for(model, info, "onnxruntime")(clips)
+    np.testing.assert_allclose(got.numpy(), eager(model, clips)[0].numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="--compile is for --backend torch"):
+        runner_for(model, info, "onnxruntime", compile=True)
+    with pytest.raises(ValueError, match="float32"):
+        runner_for(model, info, "onnxruntime", dtype="bfloat16")
+
+
+def test_bad_exported_files_are_one_line_errors(tmp_path, onnx_file):
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="not a readable ONNX file"):
+        read_info(tmp_path / "junk.onnx")
+    plain = onnx.load(str(onnx_file))
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    with pytest.raises(ValueError, match="no sta metadata"):
+        read_info(tmp_path / "plain.onnx")
+    with pytest.raises(ValueError, match="run it with --backend onnxruntime or openvino"):
+        open_exported(onnx_file, "torch")

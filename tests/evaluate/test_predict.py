@@ -1,0 +1,87 @@
+"""`sta predict`: top-k names per video with the evaluation's views; bad videos reported, the rest go on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sta.cli import main
+from sta.data import ViewProtocol
+from sta.demo.proxy import CLASS_NAMES, write_videos
+from sta.evaluate.predict import expand_inputs, predict_videos, top_classes
+
+
+@pytest.fixture(scope="module")
+def proxy_videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("proxy")
+    return folder, write_videos(folder, 12)
+
+
+def test_bundled_model_names_the_proxy_clips(proxy_videos, capsys):
+    folder, paths = proxy_videos
+    assert main(["predict", str(folder), "--sampling-rate", "1", "--views", "1x1", "--json", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["video"] for row in rows] == [str(p) for p in paths]
+    hits = sum(row["top"][0]["name"] == path.stem.split("_", 1)[1] for row, path in zip(rows, paths))
+    assert hits >= 11  # the bundled model is ~100% on this task; lossless video keeps the pixels
+    assert all(len(row["top"]) == 5 and row["views"] == 1 for row in rows)
+
+
+def test_bad_videos_are_reported_and_exit_status_says_so(proxy_videos, tmp_path, capsys):
+    _, paths = proxy_videos
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
+    code = main(["predict", str(paths[0]), str(tmp_path / "broken.mp4"), str(tmp_path / "absent.mp4"),
+                 "--sampling-rate", "1", "--views", "1x1", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "2 of 3 videos could not be read" in err
+    assert out.count(": error: ") == 2 and out.splitlines()[0].startswith(str(paths[0]))
+
+
+def test_random_weights_are_announced(sample_videos, capsys):
+    assert main(["predict", str(sample_videos / "bikes.mp4"), "--model", "vit_small_patch16_224", "--input-size",
+                 "32", "--views", "1x1", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "RANDOM WEIGHTS" in captured.err and "bikes.mp4: abseiling" not in captured.out  # names are K400's
+    assert captured.out.startswith(str(sample_videos / "bikes.mp4"))
+
+
+def test_labels_file_and_views(tmp_path, proxy_videos):
+    folder, paths = proxy_videos
+    (tmp_path / "names.txt").write_text("\n".join(f"my_{n}" for n in CLASS_NAMES))
+    from sta.demo.proxy import load_proxy_model
+
+    model = load_proxy_model(r=16)
+    views = ViewProtocol("kinetics", num_frames=16, sampling_rate=1, num_segments=2, num_crops=1, crop_size=64)
+    (pred,) = predict_videos(lambda clips: model(clips), [str(paths[0])], views, class_names=CLASS_NAMES, top_k=3,
+                             progress=False)
+    assert pred.views == 2 and len(pred.top) == 3 and pred.top[0][2] >= pred.top[1][2] >= pred.top[2][2]
+    assert abs(sum(p for _, _, p in top_classes(np.full(4, 0.25), None, 4)) - 1.0) < 1e-9
+
+
+def test_expand_inputs(tmp_path, proxy_videos):
+    folder, paths = proxy_videos
+    assert expand_inputs([str(folder)]) == [str(p) for p in paths]  # test.csv is not a video
+    assert expand_inputs([str(folder / "00*.mp4")]) == [str(p) for p in paths[:10]]
+    with pytest.raises(ValueError, match="no videos there"):
+        expand_inputs([str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_exported_file_alone_predicts_and_evaluates(proxy_videos, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    folder, paths = proxy_videos
+    assert main(["export", "--out", str(tmp_path / "proxy.onnx"), "--r", "16"]) == 0
+    assert "checked against the eager model" in capsys.readouterr().out
+    assert main(["predict", str(paths[0]), "--exported", str(tmp_path / "proxy.onnx"), "--sampling-rate", "1",
+                 "--views", "1x1", "--top-k", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"{paths[0].stem.split('_', 1)[1]} 100.0%")
+    assert main(["eval", "--exported", str(tmp_path / "proxy.onnx"), "--data-path", str(folder), "--data-root",
+                 str(folder), "--sampling-rate", "1", "--test-num-segment", "1", "--test-num-crop", "1",
+                 "--num-workers", "0", "--no-progress", "--json", "--output-dir", str(tmp_path / "eval")]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["top1"] >= 90 and summary["protocol"]["backend"] == "onnxruntime"
+    assert summary["model"]["r"] == [16, 16, 16] and summary["gflops_per_view"] > 0
+    assert main(["eval", "--exported", str(tmp_path / "proxy.onnx"), "--r", "8", "--data-path", str(folder)]) == 2
+    assert "--exported brings its own model, r and method: drop --r" in capsys.readouterr().err
