@@ -172,6 +172,23 @@ def load_weighted_model(args, num_classes: int, method: str | None = None):
     return load_model(spec, r=0, method=method or args.method)
 
 
+def add_device_args(p, dtype: bool = True) -> None:
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    if dtype:
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="precision of weights and activations (STA scores in float32 whatever this is)")
+
+
+def add_sampling_args(p, data_set: bool = True, sampling_rate: bool = True) -> None:
+    """Which dataset's frame sampling (and class count / names); Kinetics' stride."""
+    if data_set:
+        p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
+                       help="frame sampling (Kinetics: every n-th frame; SSV2: segments), class count and names")
+    if sampling_rate:
+        p.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
+                       help="Kinetics: take every n-th frame (SSV2 spreads frames over the video instead)")
+
+
 def add_backend_args(p: argparse.ArgumentParser, exported: bool = True) -> None:
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=BACKENDS,
@@ -585,9 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p, weights=False)
     add_pruning_args(p, sweep=True)
     p.add_argument("--batch-size", "--batch_size", type=positive_int, default=1, help="clips per forward")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="precision of weights and activations (STA scores in float32 whatever this is)")
-    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_device_args(p)
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards first")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed forwards (the median is reported)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
@@ -604,14 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-path", "--data_path", required=True, help="folder holding test.csv / val.csv")
     g.add_argument("--split", default="test", help="list file name without .csv (test, val)")
     g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
-    g.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
-                   help="frame sampling and class count")
+    add_sampling_args(g, sampling_rate=False)
     g.add_argument("--test-num-segment", "--test_num_segment", type=positive_int,
                    help="temporal clips per video (default: Kinetics 5, SSV2 2; SSV2 allows 1 or 2)")
     g.add_argument("--test-num-crop", "--test_num_crop", type=positive_int, default=3,
                    help="spatial crops along the long side (1 = centre)")
-    g.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
-                   help="Kinetics: take every n-th frame (SSV2 spreads frames over the video instead)")
+    add_sampling_args(g, data_set=False)
     g.add_argument("--short-side-size", "--short_side_size", type=positive_int,
                    help="accepted for run_inference.py users; must equal the input size")
     g = p.add_argument_group("run")
@@ -621,9 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
     g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=2,
                    help="decoding processes (0 = decode in the main process)")
-    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="precision of weights and activations (STA scores in float32 whatever this is)")
+    add_device_args(g)
     g.add_argument("--dist-eval", "--dist_eval", action="store_true",
                    help="accepted for run_inference.py users; under torchrun the split is automatic")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -640,20 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p, weights=True)
     add_pruning_args(p, sweep=False)
     g = p.add_argument_group("views and names")
-    g.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
-                   help="frame sampling, class count and class names")
+    add_sampling_args(g)
     g.add_argument("--views", type=parse_views, help="SEGMENTSxCROPS, e.g. 1x1 (default: the protocol's, 5x3 / 2x3)")
-    g.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
-                   help="Kinetics: take every n-th frame")
     g.add_argument("--labels", help="class names file: one per line, line i = class i")
     g.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video")
     g = p.add_argument_group("run")
     g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
     g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=0,
                    help="decoding processes (0 = decode in the main process)")
-    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
-    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="precision of weights and activations (STA scores in float32 whatever this is)")
+    add_device_args(g)
     g.add_argument("--json", action="store_true", help="one JSON line per video")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_args(p)
@@ -682,10 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", help="a video file")
     add_model_args(p, weights=True)
     add_pruning_args(p, sweep=False, default_r="64 (16 for the bundled model)")
-    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
-                   help="frame sampling (and class count)")
-    p.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
-                   help="Kinetics: take every n-th frame")
+    add_sampling_args(p)
     p.add_argument("--out", default="sta_vis", help="output folder")
     p.set_defaults(func=cmd_vis)
 
@@ -720,16 +723,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default="test", help="list file name without .csv")
     g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
     g.add_argument("--folder", help="instead of a list file: every video in this folder (unlabelled)")
-    g.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
-                   help="frame sampling and class count")
-    g.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
-                   help="Kinetics: take every n-th frame")
+    add_sampling_args(g)
     g.add_argument("--clips", type=positive_int, default=240, help="bundled model only: held-out proxy clips")
     g = p.add_argument_group("run")
     g.add_argument("--target", choices=["predicted", "label"], default="predicted",
                    help="whose logit's gradient: the unpruned model's predicted class, or the clip's label")
     g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="clips per forward/backward")
-    g.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_device_args(g, dtype=False)
     g.add_argument("--out", default="gradnorm_out", help="output folder")
     g.add_argument("--json", action="store_true", help="print one JSON row per (method, r) instead of a table")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -19,7 +19,6 @@ clips in [0, 1], which is what our data pipeline feeds: e.g. ViViT's
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -29,6 +28,7 @@ from torch import nn
 from sta.adapters.hf import FAMILIES
 from sta.adapters.loop import Family
 from sta.core.schedule import RSpec
+from sta.utils.files import first_line, hf_model_type, read_json
 from sta.utils.optional import require_transformers
 
 __all__ = ["load_hf_directory", "hf_architecture", "read_model_type", "read_normalization", "FAMILIES"]
@@ -38,18 +38,7 @@ PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 
 def read_model_type(path: str | os.PathLike) -> str:
     """``config.json``'s ``model_type`` if it is a supported family; else a one-line ``ValueError``."""
-    path = os.fspath(path)
-    config = os.path.join(path, "config.json")
-    if not os.path.isdir(path):
-        raise ValueError(f"{path!r} is not a local Hugging Face model directory (config.json + weights)")
-    if not os.path.isfile(config):
-        raise ValueError(f"{path!r} has no config.json: not a Hugging Face model directory")
-    data = _read_json(config)
-    family = data.get("model_type") if isinstance(data, dict) else None
-    if family not in FAMILIES:
-        supported = ", ".join(repr(name) for name in FAMILIES)
-        raise ValueError(f"{config}: model_type {family!r} is not supported (supported: {supported})")
-    return family
+    return hf_model_type(path, FAMILIES)
 
 
 def read_normalization(path: str | os.PathLike, family: str | type[Family]) -> tuple[tuple, tuple]:
@@ -59,7 +48,7 @@ def read_normalization(path: str | os.PathLike, family: str | type[Family]) -> t
     for name in PROCESSOR_FILES:
         file = os.path.join(os.fspath(path), name)
         if os.path.isfile(file):
-            data = _read_json(file)
+            data = read_json(file)
             if not isinstance(data, dict):
                 raise ValueError(f"{file}: expected a JSON object")
             settings = data
@@ -111,7 +100,7 @@ def load_hf_directory(path: str | os.PathLike, r: RSpec = 0, method: str = "sta"
     try:
         hf, info = classifier_cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
     except Exception as err:  # transformers raises OSError, ValueError, RuntimeError, safetensors errors...
-        raise ValueError(f"{path}: cannot load the Hugging Face model ({_first_line(err)})") from err
+        raise ValueError(f"{path}: cannot load the Hugging Face model ({first_line(err)})") from err
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         raise ValueError(f"{path!r} does not hold a complete {classifier_cls.__name__}; missing weights: "
@@ -145,7 +134,7 @@ def hf_architecture(path: str | os.PathLike, r: RSpec = 0, method: str = "sta", 
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as err:
-        raise ValueError(f"{os.path.join(path, 'config.json')}: not a usable config ({_first_line(err)})") from err
+        raise ValueError(f"{os.path.join(path, 'config.json')}: not a usable config ({first_line(err)})") from err
     _, classifier_cls = FAMILIES[model_type].classes()
     with torch.device(device):
         hf = classifier_cls(config).eval()
@@ -157,16 +146,3 @@ def _triple(value, name: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise ValueError(f"{name} must have 3 values (RGB), got {value!r}")
     return tuple(float(v) for v in values)
-
-
-def _read_json(file: str):
-    try:
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{file}: not valid JSON ({err})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -18,8 +18,6 @@ that; pruning itself is :func:`sta.patch_hf`'s.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -27,41 +25,20 @@ from torch import Tensor, nn
 
 from sta.adapters.hf import family_for, forward_with_trace, patch_hf
 from sta.core.schedule import RSpec
-from sta.models.vit import TokenTrace
+from sta.models.vit import Prunable, TokenTrace, ViTConfig
 
 __all__ = ["HFModelConfig", "HFVideoClassifier", "hf_model_config"]
 
 
 @dataclass(frozen=True)
-class HFModelConfig:
-    """The fields of :class:`sta.models.vit.ViTConfig` the CLI reads, for a Hugging Face classifier."""
+class HFModelConfig(ViTConfig):
+    """A Hugging Face classifier's layout in :class:`sta.models.vit.ViTConfig` terms, plus its family.
 
-    family: str  # config.json model_type: "vivit", "vjepa2", "videomae"
-    num_frames: int
-    img_size: int
-    in_chans: int
-    tubelet_size: int  # frames per token
-    patch_size: int
-    num_classes: int
-    depth: int
-    embed_dim: int
-    num_heads: int
-    mean: tuple[float, float, float]  # input normalisation for clips in [0, 1] (what the processor amounts to)
-    std: tuple[float, float, float]
+    Only the fields the CLI reads are filled (frames, size, patch, tubelet, classes, width, depth, heads,
+    mean / std for clips in [0, 1], as the processor amounts to); the rest keep ViTConfig's defaults.
+    """
 
-    @property
-    def num_slices(self) -> int:
-        """T: temporal slices (16 for ViViT's 32 frames, tubelet 2)."""
-        return self.num_frames // self.tubelet_size
-
-    @property
-    def tokens_per_slice(self) -> int:
-        """S: spatial patch tokens per slice (196 for 224 / 16)."""
-        return (self.img_size // self.patch_size) ** 2
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
+    family: str = "videomae"  # config.json model_type: "vivit", "vjepa2", "videomae"
 
 
 def hf_model_config(hf_config, mean=None, std=None) -> HFModelConfig:
@@ -75,7 +52,7 @@ def hf_model_config(hf_config, mean=None, std=None) -> HFModelConfig:
                          std=tuple(std) if std is not None else default_std)
 
 
-class HFVideoClassifier(nn.Module):
+class HFVideoClassifier(Prunable, nn.Module):
     """A transformers video classifier, patched with :func:`sta.patch_hf`, used like our VisionTransformer.
 
     ``model``: a ``VivitForVideoClassification``, ``VJEPA2ForVideoClassification`` or
@@ -119,16 +96,6 @@ class HFVideoClassifier(nn.Module):
     def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
         """Set r and/or the method together (checked together: a pair that fits is accepted in any order)."""
         self.hf.set_sta(r, method)
-
-    @contextmanager
-    def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator[HFVideoClassifier]:
-        """``with model.pruning(r=0): ...`` runs at another r / method and restores the old ones after."""
-        saved = self.r, self.method
-        try:
-            self.set_pruning(r, method)
-            yield self
-        finally:
-            self.set_pruning(*saved)
 
     # ------------------------------------------------------------------------------------------------ forward
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from sta.models.heads import K400, K710, K710_TO_K400, is_k710_head, k710_to_k400_head
+from sta.utils.files import first_line
 
 # Objects release checkpoints carry besides tensors: training args and numpy
 # scalars (e.g. best accuracy). None of them runs code when unpickled. Files
@@ -78,7 +79,7 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe: bool = False) -> dict
                                   "objects other than tensors. If it is a legacy checkpoint you trust, pass "
                                   "--allow-unsafe-checkpoint (it may run arbitrary code).") from err
         detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
-        reason = detail.group(1).strip() if detail else _first_line(text, err)
+        reason = detail.group(1).strip() if detail else first_line(err)
         raise CheckpointError(f"checkpoint {path!r} is not a readable PyTorch file (truncated or damaged?): "
                               f"{reason}") from err
 
@@ -92,10 +93,6 @@ def _unsafe_globals(path: str) -> list[str]:
     allowed = {name for entry in SAFE_GLOBALS if isinstance(entry, tuple) for name in entry[1:]}
     allowed |= {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS if not isinstance(g, tuple)}
     return [name for name in found if name not in allowed]
-
-
-def _first_line(text: str, err: BaseException) -> str:
-    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
 def extract_state_dict(obj: Mapping) -> dict[str, Tensor]:

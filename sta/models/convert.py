@@ -34,7 +34,6 @@ needs it imports it inside the function, so ``import sta.models.convert`` works 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from torch import Tensor
 from sta.core.schedule import RSpec
 from sta.models.checkpoint import check_state_dict, extract_state_dict, read_checkpoint
 from sta.models.vit import MODEL_CONFIGS, VisionTransformer, ViTConfig, sinusoid_table
+from sta.utils.files import first_line, hf_model_type
 from sta.utils.optional import require_transformers
 
 HF_PREFIX = "videomae."  # where VideoMAEForVideoClassification keeps its VideoMAEModel
@@ -338,7 +338,7 @@ def load_hf_model(path: str | os.PathLike):
         model, info = VideoMAEForVideoClassification.from_pretrained(path, local_files_only=True,
                                                                       output_loading_info=True)
     except Exception as err:  # transformers raises OSError, ValueError, RuntimeError, safetensors errors...
-        raise ValueError(f"{path}: cannot load the Hugging Face model ({_first_line(err)})") from err
+        raise ValueError(f"{path}: cannot load the Hugging Face model ({first_line(err)})") from err
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         raise ValueError(f"{path!r} does not hold a complete VideoMAE video classifier; missing weights: "
@@ -357,32 +357,14 @@ def read_hf_config(path: str | os.PathLike) -> ViTConfig:
         config = VideoMAEConfig.from_pretrained(path, local_files_only=True)
         return release_config_from_hf(config)
     except Exception as err:
-        raise ValueError(f"{os.path.join(path, 'config.json')}: not a usable VideoMAE config ({_first_line(err)})"
+        raise ValueError(f"{os.path.join(path, 'config.json')}: not a usable VideoMAE config ({first_line(err)})"
                          ) from err
 
 
 def check_hf_dir(path: str | os.PathLike) -> str:
-    """``path`` if it is a folder with a readable ``config.json`` of a known family, else a one-line ValueError."""
-    path = os.fspath(path)
-    config = os.path.join(path, "config.json")
-    if not os.path.isdir(path):
-        raise ValueError(f"{path!r} is not a local Hugging Face model directory (config.json + weights)")
-    if not os.path.isfile(config):
-        raise ValueError(f"{path!r} has no config.json: not a Hugging Face model directory")
-    try:
-        with open(config, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{config}: not valid JSON ({err})") from None
-    if not isinstance(data, dict) or data.get("model_type") != "videomae":
-        family = data.get("model_type") if isinstance(data, dict) else None
-        raise ValueError(f"{config}: model_type {family!r} is not supported (supported: 'videomae')")
-    return path
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """``path`` if it is a folder with a readable VideoMAE ``config.json``, else a one-line ValueError."""
+    hf_model_type(path, ("videomae",))
+    return os.fspath(path)
 
 
 def backbone_from_hf(hf_model, r: RSpec = 0) -> VisionTransformer:

@@ -163,7 +163,21 @@ class TokenTrace:
     positions: list[Tensor] = field(default_factory=list)
 
 
-class VisionTransformer(nn.Module):
+class Prunable:
+    """``with model.pruning(r=0): ...``: for any model with ``r``, ``method`` and ``set_pruning`` (ours, adapters)."""
+
+    @contextmanager
+    def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator:
+        """Run at another r / method inside the block; the old ones come back after, even on an error."""
+        saved = self.r, self.method
+        try:
+            self.set_pruning(r, method)
+            yield self
+        finally:
+            self.set_pruning(*saved)
+
+
+class VisionTransformer(Prunable, nn.Module):
     """VideoMAE ViT classifier; ``r`` (int or one per stage) sets STA's strength, 0 = no pruning."""
 
     def __init__(self, cfg: ViTConfig, r: RSpec = 0, method: str = "sta"):
@@ -220,16 +234,6 @@ class VisionTransformer(nn.Module):
             self.r = r
         if method is not None:
             self.method = method
-
-    @contextmanager
-    def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator[VisionTransformer]:
-        """``with model.pruning(r=0): ...`` runs at another r / method and restores the old ones after."""
-        saved = self.r, self.method
-        try:
-            self.set_pruning(r, method)
-            yield self
-        finally:
-            self.set_pruning(*saved)
 
     def check_input(self, x: Tensor) -> None:
         cfg = self.cfg
