@@ -252,3 +252,45 @@ def test_hf_model_directory_runs_through_flops_eval_and_vis(family, sample_video
     assert summary["videos"] == 1 and summary["views"] == 2 and summary["model"]["r"] == [2, 2, 2]
     assert main(["vis", str(sample_videos / "bikes.mp4"), *hf, "--r", "2", "--out", str(tmp_path / "vis")]) == 0
     assert json.loads((tmp_path / "vis" / "tokens.json").read_text())["tokens_per_stage"] == [112, 104, 100]
+
+
+def test_vis_names_the_method_it_ran(sample_videos, tmp_path, capsys):
+    assert main(["vis", str(sample_videos / "bikes.mp4"), "--method", "random", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("random r=16: tokens kept 384 -> 320 -> 288")
+    assert json.loads((tmp_path / "tokens.json").read_text())["method"] == "random"
+
+
+@pytest.mark.parametrize("damage", ["no_id2label", "cut_weights"])
+def test_hf_directory_with_bad_weights_is_one_line(damage, sample_videos, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from tests.adapters.tiny_hf import tiny_vivit
+
+    tiny_vivit(seed=2).save_pretrained(tmp_path / "hf")
+    if damage == "no_id2label":  # a config that says 2 labels next to a 5-row classifier
+        config = json.loads((tmp_path / "hf" / "config.json").read_text())
+        config.pop("id2label"), config.pop("label2id")
+        (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    else:
+        weights = tmp_path / "hf" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    assert main(["predict", str(sample_videos / "bikes.mp4"), "--hf-model", str(tmp_path / "hf"), "--views", "1x1",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if "error" in line]
+    assert str(tmp_path / "hf") in line and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_export_of_a_hf_family(fmt, sample_videos, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from tests.adapters.tiny_hf import tiny_vivit
+
+    tiny_vivit(seed=3).save_pretrained(tmp_path / "hf")
+    out = tmp_path / f"vivit.{fmt}"
+    assert main(["export", "--hf-model", str(tmp_path / "hf"), "--r", "2", "--out", str(out)]) == 0
+    assert "same top-1 and kept positions" in capsys.readouterr().out
+    assert main(["predict", str(sample_videos / "bikes.mp4"), "--exported", str(out), "--views", "1x1",
+                 "--no-progress", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["error"] is None and len(row["top"]) == 5

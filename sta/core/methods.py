@@ -106,14 +106,13 @@ def tome_merge(x: Tensor, keys: Tensor, stage: PruneStage, state: ReductionState
 
     size_a, size_b = split(state.sizes)
     xa, xb = split(x.float() * state.sizes)  # size-weighted sums, averaged after merging
-    take = lambda t, idx: t.gather(1, idx[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
-    xb = xb.scatter_add(1, dest[..., None].expand(-1, -1, C), take(xa, merged))
-    size_b = size_b.scatter_add(1, dest[..., None], take(size_a, merged))
-    out = torch.cat([take(xa, unmerged), xb], dim=1)  # per group: kept a tokens, then every b token
-    sizes = torch.cat([take(size_a, unmerged), size_b], dim=1)
+    xb = xb.scatter_add(1, dest[..., None].expand(-1, -1, C), gather_tokens(xa, merged))
+    size_b = size_b.scatter_add(1, dest[..., None], gather_tokens(size_a, merged))
+    out = torch.cat([gather_tokens(xa, unmerged), xb], dim=1)  # per group: kept a tokens, then every b token
+    sizes = torch.cat([gather_tokens(size_a, unmerged), size_b], dim=1)
     if state.positions is not None:  # a merged group is shown at its destination token's position
         pa, pb = split(state.positions[..., None])
-        state.positions = torch.cat([take(pa, unmerged), pb], dim=1).view(B, -1)
+        state.positions = torch.cat([gather_tokens(pa, unmerged), pb], dim=1).view(B, -1)
     state.sizes = sizes.view(B, -1, 1)
     return (out / sizes).view(B, -1, C).to(x.dtype)
 

@@ -90,23 +90,18 @@ def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: 
         if step == 0:
             order = reorder_first_group(m[:, g])  # B x n
             kept[g] = order[:, : n - r]
-            m_prev = _take(m[:, g], order)  # the whole reordered group is "previous" for the next visit
+            m_prev = gather_tokens(m[:, g], order)  # the whole reordered group is "previous" for the next visit
             continue
         rho = accumulate(m[:, g], m_prev, rho_prev)  # B x n x 1
         sigma = rho[..., 0] * (1 - s[:, g])  # seen before and semantically weak -> high -> dropped
         keep = sigma.topk(k=n - r, dim=1, largest=False)[1]  # B x (n - r), ascending sigma
         kept[g] = keep
-        m_prev = _take(m[:, g], keep)
+        m_prev = gather_tokens(m[:, g], keep)
         rho_prev = rho.gather(1, keep[..., None])
         rho_prev = rho_prev / rho_prev.sum(dim=1, keepdim=True)  # rho' sums to 1 over kept tokens
 
     offsets = torch.arange(G, device=x.device)[:, None] * n  # group g's tokens start at g * n
     return (torch.stack(kept, dim=1) + offsets).flatten(1)
-
-
-def _take(t: Tensor, idx: Tensor) -> Tensor:
-    """Rows of ``t`` (``B x n x K``) at ``idx`` (``B x k``) -> ``B x k x K``."""
-    return t.gather(1, idx[..., None].expand(-1, -1, t.shape[-1]))
 
 
 def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:

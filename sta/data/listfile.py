@@ -29,20 +29,12 @@ class ListFileError(ValueError):
 
 @dataclass(frozen=True)
 class VideoEntry:
-    """One video of a list file.
+    """One video of a list file."""
 
-    Attributes:
-        path: path to open (``data_root`` joined in front of a relative path).
-        label: class index, ``0 <= label < num_classes`` when that is known.
-        line: 1-based line number in the list file (for error messages).
-        video_id: the path exactly as written in the file; stable key for
-            merging the scores of a video's views.
-    """
-
-    path: str
-    label: int
-    line: int
-    video_id: str
+    path: str  # path to open (``data_root`` joined in front of a relative path)
+    label: int  # class index, ``0 <= label < num_classes`` when that is known
+    line: int  # 1-based line number in the list file (for error messages)
+    video_id: str  # the path exactly as written in the file; stable key for merging the scores of a video's views
 
 
 def _parse_label(text: str, where: str, num_classes: int | None) -> int:
@@ -79,21 +71,16 @@ def read_list_file(
     skipped. A video listed twice is warned about and scored twice (once per
     line), as the release scores every line.
 
-    Args:
-        path: the list file.
-        data_root: directory that relative video paths are relative to. With
-            ``None`` a relative path is kept as written (the release opens it
-            relative to the current directory).
-        num_classes: if given, labels must be ``< num_classes``.
+    ``path``: the list file. ``data_root``: the directory relative video paths
+    are relative to; with ``None`` a relative path is kept as written (the
+    release opens it relative to the current directory). ``num_classes``: if
+    given, labels must be ``< num_classes``. Returns one ``VideoEntry`` per
+    video line.
 
-    Returns:
-        ``VideoEntry`` per video line.
-
-    Raises:
-        FileNotFoundError: the list file does not exist.
-        ListFileError: a line has a field count other than 2, a label that is
-            not a non-negative integer (or is ``>= num_classes``), or the file
-            has no entries at all. The message names the file and line.
+    Raises ``FileNotFoundError`` when the list file does not exist, and
+    ``ListFileError`` (naming the file and line) when a line has a field count
+    other than 2 or a label that is not a non-negative integer (or is
+    ``>= num_classes``), or when the file has no entries at all.
     """
     if num_classes is not None and num_classes <= 0:
         raise ValueError(f"num_classes must be positive, got {num_classes}")

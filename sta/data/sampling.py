@@ -115,14 +115,11 @@ def kinetics_test_indices(
     ``int(chunk * max((len(all_index) - num_frames) / (num_segments - 1), 0))``.
     With ``num_segments == 1`` the release would divide by zero; we start at 0.
 
-    Args:
-        num_video_frames: decoded frame count ``n`` (>= 1).
-        num_frames: frames per clip (``--num_frames``, 16).
-        sampling_rate: temporal stride (``--sampling_rate``, 4).
-        num_segments: clips per video (``--test_num_segment``, 5).
-
-    Returns:
-        ``num_segments`` int64 arrays of ``num_frames`` frame indices in ``0..n-1``.
+    ``num_video_frames``: the decoded frame count ``n`` (>= 1); ``num_frames``:
+    frames per clip (``--num_frames``, 16); ``sampling_rate``: the temporal
+    stride (``--sampling_rate``, 4); ``num_segments``: clips per video
+    (``--test_num_segment``, 5). Returns ``num_segments`` int64 arrays of
+    ``num_frames`` frame indices in ``0..n-1``.
     """
     _check_positive(
         num_video_frames=num_video_frames, num_frames=num_frames,
@@ -162,13 +159,10 @@ def ssv2_test_indices(
     ``num_segments > 2`` is rejected: the release hard-codes the stride 2, so it
     has no defined rule for more views (its clips would get the wrong length).
 
-    Args:
-        num_video_frames: decoded frame count ``n`` (>= 1).
-        num_frames: frames per clip (16).
-        num_segments: 1 or 2 views (``--test_num_segment``, 2).
-
-    Returns:
-        ``num_segments`` int64 arrays of ``num_frames`` frame indices in ``0..n-1``.
+    ``num_video_frames``: the decoded frame count ``n`` (>= 1); ``num_frames``:
+    frames per clip (16); ``num_segments``: 1 or 2 views
+    (``--test_num_segment``, 2). Returns ``num_segments`` int64 arrays of
+    ``num_frames`` frame indices in ``0..n-1``.
     """
     _check_positive(num_video_frames=num_video_frames, num_frames=num_frames, num_segments=num_segments)
     if num_segments > 2:
@@ -256,11 +250,8 @@ def normalize(frames: torch.Tensor | np.ndarray, mean: tuple[float, ...] = IMAGE
     float32) + ``Normalize`` (float32 ``sub_(mean).div_(std)``): float32
     ``x / 255`` rounds to the same value for all 256 levels (checked in tests).
 
-    Args:
-        frames: ``T x H x W x 3`` uint8, or float already in [0, 1].
-
-    Returns:
-        ``3 x T x H x W`` float32 (contiguous), ``(x / 255 - mean[c]) / std[c]``.
+    ``frames``: ``T x H x W x 3`` uint8, or float already in [0, 1]. Returns
+    ``3 x T x H x W`` float32 (contiguous), ``(x / 255 - mean[c]) / std[c]``.
     """
     x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     if x.ndim != 4 or x.shape[-1] != 3:

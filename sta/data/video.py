@@ -55,26 +55,17 @@ class VideoDecodeError(RuntimeError):
 
 @dataclass(frozen=True)
 class SampledFrames:
-    """Decoded RGB frames for a subset of a video's frame indices.
+    """Decoded RGB frames for a subset of a video's frame indices."""
 
-    Attributes:
-        frames: ``K x H x W x 3`` uint8, row ``k`` is video frame ``indices[k]``.
-        indices: ``K`` sorted, unique int64 frame indices.
-        num_video_frames: number of decodable frames in the whole video.
-    """
-
-    frames: np.ndarray
-    indices: np.ndarray
-    num_video_frames: int
+    frames: np.ndarray  # ``K x H x W x 3`` uint8, row ``k`` is video frame ``indices[k]``
+    indices: np.ndarray  # ``K`` sorted, unique int64 frame indices
+    num_video_frames: int  # number of decodable frames in the whole video
 
     def take(self, frame_indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Return frames for ``frame_indices`` (any order, repeats allowed).
 
-        Returns:
-            ``len(frame_indices) x H x W x 3`` uint8.
-
-        Raises:
-            KeyError: an index was not decoded.
+        Returns ``len(frame_indices) x H x W x 3`` uint8. Raises ``KeyError``
+        when an index was not decoded.
         """
         wanted = np.asarray(frame_indices, dtype=np.int64).ravel()
         if not len(self.indices):
@@ -196,9 +187,9 @@ def _check_file(path: str) -> None:
 def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """Open ``path`` and yield ``(container, first video stream)``.
 
-    Raises:
-        VideoDecodeError: missing/empty file, unreadable container (random
-            bytes, or an MP4 whose index was cut off), or no video stream.
+    Raises ``VideoDecodeError`` for a missing/empty file, an unreadable
+    container (random bytes, or an MP4 whose index was cut off), or no video
+    stream.
     """
     _check_file(path)
     _check_matroska_size(path)
@@ -226,18 +217,12 @@ def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vid
 def _decode_pass(path: str, wanted: np.ndarray | None, stop_early: bool) -> _Pass:
     """Decode ``path`` once, converting only the ``wanted`` frames to RGB.
 
-    Args:
-        path: video file.
-        wanted: sorted unique frame indices to keep, or ``None`` for all.
-        stop_early: stop as soon as the last wanted frame is decoded (then
-            ``count`` is not the video's length).
-
-    Returns:
-        ``_Pass`` with ``{index: H x W x 3 uint8}`` and the number of frames
-        decoded.
-
-    Raises:
-        VideoDecodeError: for corrupt/truncated data or zero decodable frames.
+    ``path``: the video file; ``wanted``: sorted unique frame indices to keep,
+    or ``None`` for all; ``stop_early``: stop as soon as the last wanted frame
+    is decoded (then ``count`` is not the video's length). Returns a ``_Pass``
+    with ``{index: H x W x 3 uint8}`` and the number of frames decoded.
+    Raises ``VideoDecodeError`` for corrupt/truncated data or zero decodable
+    frames.
     """
     wanted_set = None if wanted is None else set(wanted.tolist())
     last_wanted = None if wanted is None or not len(wanted) else int(wanted[-1])
@@ -292,8 +277,7 @@ def _count_packets(path: str) -> int:
 def count_frames(path: str | os.PathLike[str]) -> int:
     """Number of decodable frames of the first video stream (counted by decoding).
 
-    Raises:
-        VideoDecodeError: unreadable file or zero decodable frames.
+    Raises ``VideoDecodeError`` for an unreadable file or zero decodable frames.
     """
     return _decode_pass(os.fspath(path), np.empty(0, dtype=np.int64), stop_early=False).count
 
@@ -316,18 +300,14 @@ def read_video_frames(
 ) -> np.ndarray:
     """Decode RGB frames of a video in one sequential pass.
 
-    Args:
-        path: video file.
-        indices: frame indices to return, in the order wanted (repeats
-            allowed); ``None`` returns every frame. Decoding stops after the
-            largest wanted index.
+    ``path``: the video file. ``indices``: frame indices to return, in the
+    order wanted (repeats allowed); ``None`` returns every frame. Decoding
+    stops after the largest wanted index. Returns ``N x H x W x 3`` uint8 RGB,
+    ``N = len(indices)`` (or the frame count).
 
-    Returns:
-        ``N x H x W x 3`` uint8 RGB, ``N = len(indices)`` (or the frame count).
-
-    Raises:
-        VideoDecodeError: the file cannot be decoded (see module docstring).
-        IndexError: an index is ``>=`` the number of decodable frames.
+    Raises ``VideoDecodeError`` when the file cannot be decoded (see the module
+    docstring), ``IndexError`` when an index is ``>=`` the number of decodable
+    frames.
     """
     path = os.fspath(path)
     if indices is None:
@@ -364,19 +344,14 @@ def read_sampled_frames(
     full decoding pass that also counts frames, and only if the real count
     differs *and* asks for frames we did not keep do we decode a second time.
 
-    Args:
-        path: video file.
-        sampler: maps a frame count ``n`` to index arrays (e.g. one per
-            clip), all in ``0..n-1``.
-        num_frames_hint: optional length guess (e.g. cached from a previous run).
+    ``path``: the video file. ``sampler``: maps a frame count ``n`` to index
+    arrays (e.g. one per clip), all in ``0..n-1``. ``num_frames_hint``: an
+    optional length guess (e.g. cached from a previous run). Returns a
+    ``SampledFrames`` holding the union of the sampler's indices for the true
+    frame count.
 
-    Returns:
-        ``SampledFrames`` holding the union of the sampler's indices for the
-        true frame count.
-
-    Raises:
-        VideoDecodeError: the file cannot be decoded.
-        IndexError: the sampler returns an index outside ``0..n-1``.
+    Raises ``VideoDecodeError`` when the file cannot be decoded, ``IndexError``
+    when the sampler returns an index outside ``0..n-1``.
     """
     path = os.fspath(path)
     guess = num_frames_hint
