@@ -40,6 +40,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad options are one line naming the option, not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 # --------------------------------------------------------------------------- option types
 
 def int_at_least(minimum: int):
@@ -579,7 +586,7 @@ def cmd_plot(args) -> None:
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sta", formatter_class=HelpFormatter,
+    parser = Parser(prog="sta", formatter_class=HelpFormatter,
                                      description="STA token pruning for VideoMAE video transformers")
     parser.add_argument("--version", action="version", version=f"sta-prune {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks (also: STA_DEBUG=1)")
