@@ -97,15 +97,9 @@ def load_hf_directory(path: str | os.PathLike, r: RSpec = 0, method: str = "sta"
     from sta.adapters.wrapper import HFVideoClassifier, hf_model_config
 
     _, classifier_cls = FAMILIES[model_type].classes()
-    try:
-        hf, info = classifier_cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
-    except Exception as err:  # transformers raises OSError, ValueError, RuntimeError, safetensors errors...
-        raise ValueError(f"{path}: cannot load the Hugging Face model ({first_line(err)})") from err
-    missing = sorted(info.get("missing_keys") or [])
-    if missing:
-        raise ValueError(f"{path!r} does not hold a complete {classifier_cls.__name__}; missing weights: "
-                         f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
-    hf = hf.float().eval()
+    from sta.models.convert import load_hf_classifier
+
+    hf = load_hf_classifier(path, classifier_cls).float()
     return HFVideoClassifier(hf, hf_model_config(hf.config, mean, std), r=r, method=method).eval()
 
 

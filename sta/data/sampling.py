@@ -35,6 +35,7 @@ __all__ = [
     "spatial_crop_starts",
     "ssv2_test_indices",
     "temporal_view_indices",
+    "to_uint8_frames",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -268,6 +269,14 @@ def normalize(frames: torch.Tensor | np.ndarray, mean: tuple[float, ...] = IMAGE
     mean_t = torch.as_tensor(mean, dtype=torch.float32)[:, None, None, None]
     std_t = torch.as_tensor(std, dtype=torch.float32)[:, None, None, None]
     return x.sub_(mean_t).div_(std_t)
+
+
+def to_uint8_frames(clip: torch.Tensor, mean: tuple[float, ...] = IMAGENET_MEAN,
+                    std: tuple[float, ...] = IMAGENET_STD) -> np.ndarray:
+    """:func:`normalize` undone: a ``3 x F x H x W`` model input -> ``F x H x W x 3`` uint8 frames (rounded)."""
+    mean_t = torch.as_tensor(mean, dtype=clip.dtype)[:, None, None, None]
+    std_t = torch.as_tensor(std, dtype=clip.dtype)[:, None, None, None]
+    return ((clip * std_t + mean_t) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
 def _rows_for(frame_indices: np.ndarray, wanted: np.ndarray) -> np.ndarray:

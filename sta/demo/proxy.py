@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sta.data.sampling import IMAGENET_MEAN, IMAGENET_STD
+from sta.data.sampling import IMAGENET_MEAN, IMAGENET_STD, to_uint8_frames
 
 SHAPES = ("square", "disc", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
@@ -293,12 +293,11 @@ def write_videos(folder: str | Path, num_clips: int, seed: int = 1234, task: Pro
 
     task = task or PROXY_TASK
     clips, labels = make_clips(task, num_clips, seed=seed, split="test")
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None, None], torch.tensor(IMAGENET_STD)[:, None, None, None]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (clip, label) in enumerate(zip(clips, labels.tolist())):
-        frames = ((clip * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        frames = to_uint8_frames(clip)
         path = folder / f"{i:03d}_{CLASS_NAMES[label]}.mp4"
         with av.open(str(path), "w") as container:
             stream = container.add_stream("libx264", rate=fps, options={"crf": "0", "preset": "ultrafast"})

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from sta.core.schedule import tokens_after_stages
+from sta.data.sampling import IMAGENET_MEAN, IMAGENET_STD
 from sta.utils.device import parse_dtype, resolve_device
 from sta.utils.optional import require_backend
 
@@ -46,8 +47,8 @@ class ModelInfo:
     num_classes: int
     tokens_per_stage: list[int]
     gflops_per_view: float | None
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     class_names: list[str] | None = None
     dtype: str = "float32"  # the graph's own precision (an ONNX file: float32)
     version: int = INFO_VERSION

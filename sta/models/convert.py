@@ -325,23 +325,29 @@ def hf_model_from_release(state_dict: Mapping[str, Tensor], cfg: ViTConfig | Non
 
 
 def load_hf_model(path: str | os.PathLike):
-    """A ``VideoMAEForVideoClassification`` from a local directory (never the hub), eval mode.
-
-    Raises ``ValueError`` when the directory lacks classifier weights (e.g. a
-    pre-training checkpoint), which ``from_pretrained`` would fill with random values.
-    """
+    """A ``VideoMAEForVideoClassification`` from a local directory (never the hub), eval mode."""
     require_transformers()
     from transformers import VideoMAEForVideoClassification
 
-    path = check_hf_dir(path)
+    return load_hf_classifier(check_hf_dir(path), VideoMAEForVideoClassification)
+
+
+def load_hf_classifier(path: str | os.PathLike, classifier_cls):
+    """``classifier_cls.from_pretrained(path)`` from a local directory (never the hub), eval mode.
+
+    Raises ``ValueError`` naming the folder when transformers cannot read it
+    (truncated weights, a config that does not fit them, ...) or when it lacks
+    classifier weights (e.g. a pre-training checkpoint), which ``from_pretrained``
+    would silently fill with random values.
+    """
+    path = os.fspath(path)
     try:
-        model, info = VideoMAEForVideoClassification.from_pretrained(path, local_files_only=True,
-                                                                      output_loading_info=True)
+        model, info = classifier_cls.from_pretrained(path, local_files_only=True, output_loading_info=True)
     except Exception as err:  # transformers raises OSError, ValueError, RuntimeError, safetensors errors...
         raise ValueError(f"{path}: cannot load the Hugging Face model ({first_line(err)})") from err
     missing = sorted(info.get("missing_keys") or [])
     if missing:
-        raise ValueError(f"{path!r} does not hold a complete VideoMAE video classifier; missing weights: "
+        raise ValueError(f"{path!r} does not hold a complete {classifier_cls.__name__}; missing weights: "
                          f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
     return model.eval()
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from sta.core.schedule import format_r
 from sta.data import ViewProtocol, read_test_views
+from sta.data.sampling import to_uint8_frames
 from sta.measure.flops import flops_report
 from sta.models.vit import VisionTransformer
 from sta.utils.optional import require_pillow
@@ -44,10 +45,7 @@ def sample_clip(video: str | Path, model: VisionTransformer, protocol: str = "ki
     views = ViewProtocol(protocol, num_frames=cfg.num_frames, sampling_rate=sampling_rate, num_segments=1,
                          num_crops=1, crop_size=cfg.img_size, mean=cfg.mean, std=cfg.std)
     clip = read_test_views(video, views)[0].clip
-    mean = torch.tensor(views.mean)[:, None, None, None]
-    std = torch.tensor(views.std)[:, None, None, None]
-    frames = ((clip * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0)
-    return clip, frames.numpy()
+    return clip, to_uint8_frames(clip, views.mean, views.std)
 
 
 # --------------------------------------------------------------------------- token maps
