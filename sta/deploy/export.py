@@ -42,6 +42,7 @@ from sta.utils.optional import require_backend
 
 FORMATS = ("onnx", "pt2")
 OUTPUTS = ("logits", "positions_0", "positions_1", "positions_2")
+ONNX_SINGLE_FILE_LIMIT = 1_800_000_000  # bytes, under protobuf's 2 GB
 CHECK_BATCH = 2  # random clips the exported graph must agree on (and a batch other than 1: batch is dynamic)
 
 
@@ -111,7 +112,8 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
                 f"the exported graph disagrees with the eager model (max |logit diff| {check.max_abs_diff:.3g}, "
                 f"tolerance {check.tolerance:.3g}, same top-1: {check.same_top1}, same kept positions: "
                 f"{check.same_positions}); {out} was not written")
-        os.replace(staged, out)
+        for file in Path(tmp).iterdir():  # the graph, and its weights file if it has one (> 2 GB)
+            os.replace(file, out.parent / file.name)
     return check
 
 
@@ -133,10 +135,14 @@ def _export_onnx(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo
         warnings.simplefilter("ignore")  # the exporter's notes on torchvision ops we do not use
         torch.onnx.export(graph, (clips,), str(path), dynamo=True, input_names=["clips"], output_names=list(OUTPUTS),
                           dynamic_shapes={"clips": {0: batch}}, verbose=False)
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path))  # the exporter may have put the weights in a side file: this reads them back
     entry = proto.metadata_props.add()
     entry.key, entry.value = INFO_KEY, info.to_json()
-    onnx.save(proto, str(path))
+    for side_file in path.parent.glob(f"{path.name}.*"):
+        side_file.unlink()
+    # Protobuf caps one file at 2 GB (ViT-g's weights are 4): larger graphs keep their weights in NAME.data.
+    large = proto.ByteSize() > ONNX_SINGLE_FILE_LIMIT
+    onnx.save(proto, str(path), save_as_external_data=large, location=f"{path.name}.data")
     runner = OnnxRuntimeRunner(path, info)
     return tuple(torch.from_numpy(v) for v in runner.session.run(list(OUTPUTS), {runner.input: clips.numpy()}))
 

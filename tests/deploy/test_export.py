@@ -111,3 +111,13 @@ def test_bad_exported_files_are_one_line_errors(tmp_path, onnx_file):
         read_info(tmp_path / "plain.onnx")
     with pytest.raises(ValueError, match="run it with --backend onnxruntime or openvino"):
         open_exported(onnx_file, "torch")
+
+
+def test_large_graphs_keep_their_weights_beside_the_file(model, info, tmp_path, monkeypatch):
+    """Protobuf caps a file at 2 GB (ViT-g's weights are 4): big graphs write NAME.onnx.data next to NAME.onnx."""
+    monkeypatch.setattr("sta.deploy.export.ONNX_SINGLE_FILE_LIMIT", 1000)
+    export_model(model, tmp_path / "big.onnx", info)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    clips = tiny_clips(2, seed=8)
+    got = open_exported(tmp_path / "big.onnx", "onnxruntime")(clips)
+    np.testing.assert_allclose(got.numpy(), eager(model, clips)[0].numpy(), atol=1e-4)
