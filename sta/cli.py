@@ -29,6 +29,7 @@ USER_ERRORS = (ValueError, OSError, ImportError, CheckpointError, ResumeMismatch
 # Model options an --hf-model directory decides itself (from its config.json).
 HF_DECIDES = ("model", "ckpt_path", "nb_classes", "num_frames", "input_size", "tubelet_size")
 DEFAULTS = dict(model="vit_base_patch16_224", num_frames=16, input_size=224, tubelet_size=2)
+BUNDLED_SAMPLING_RATE = 1  # the demo model's clips are 16 consecutive frames
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -101,10 +102,11 @@ def add_model_args(p: argparse.ArgumentParser, weights: bool) -> None:
     """Which model: a release size (+ checkpoint), or a Hugging Face directory."""
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=sorted(MODEL_CONFIGS),
-                   help=f"VideoMAE size (default: {DEFAULTS['model']})")
+                   help=f"VideoMAE size (default: {DEFAULTS['model']}; vis, predict, export and gradnorm use the "
+                   "bundled demo model when no model option is given)")
     if weights:
         g.add_argument("--ckpt-path", "--ckpt_path", "--finetune", help="VideoMAE release checkpoint (.pth); "
-                       "without one the model has random weights")
+                       "a --model without one has random weights")
         g.add_argument("--allow-unsafe-checkpoint", action="store_true",
                        help="unpickle a checkpoint that needs arbitrary code (can run code: only for files you trust)")
     g.add_argument("--hf-model", help="local Hugging Face VideoMAE, ViViT or V-JEPA 2 classifier directory, "
@@ -121,8 +123,9 @@ def add_model_args(p: argparse.ArgumentParser, weights: bool) -> None:
 def add_pruning_args(p: argparse.ArgumentParser, sweep: bool, default_r: str = "0") -> None:
     g = p.add_argument_group("pruning")
     if sweep:
-        g.add_argument("--r", type=parse_r, nargs="+", default=[parse_r(default_r)],
-                       help="tokens dropped per group; several values sweep (one row each); 64,32,16 sets each stage")
+        g.add_argument("--r", type=parse_r, nargs="+",
+                       help="tokens dropped per group; several values sweep (one row each); 64,32,16 sets each stage "
+                       f"(default: {default_r})")
     else:
         g.add_argument("--r", type=parse_r, help=f"tokens dropped per group (one value; 64,32,16 sets each stage) "
                        f"(default: {default_r})")
@@ -192,8 +195,9 @@ def add_sampling_args(p, data_set: bool = True, sampling_rate: bool = True) -> N
         p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS),
                        help="frame sampling (Kinetics: every n-th frame; SSV2: segments), class count and names")
     if sampling_rate:
-        p.add_argument("--sampling-rate", "--sampling_rate", type=positive_int, default=4,
-                       help="Kinetics: take every n-th frame (SSV2 spreads frames over the video instead)")
+        p.add_argument("--sampling-rate", "--sampling_rate", type=positive_int,
+                       help="Kinetics: take every n-th frame; SSV2 spreads frames over the video instead "
+                       "(default: 4; 1 for the bundled demo model, whose clips are consecutive frames)")
 
 
 def add_backend_args(p: argparse.ArgumentParser, exported: bool = True) -> None:
@@ -225,13 +229,19 @@ def prepare_runner(args, num_classes: int, default_r, bundled_r=None) -> Prepare
 
     if getattr(args, "exported", None):
         resolve_model_args(args)
+        if args.compile:
+            raise ValueError("--compile applies to a model run by torch, not to an exported file")
+        if getattr(args, "device", "cpu") != "cpu":
+            raise ValueError("exported files run on the CPU here; for a GPU give the model (--model/--hf-model) "
+                             "with --backend torch")
         backend = args.backend or ("torch" if args.exported.endswith(".pt2") else "onnxruntime")
         runner = open_exported(args.exported, backend, args.dtype)
         desc = dict(exported=os.path.abspath(args.exported), exported_sha256=file_sha256(args.exported),
                     name=runner.info.model)
         return Prepared(runner, runner.info, desc)
     model, desc, class_names, bundled = model_from_args(args, num_classes, default_r, bundled_r)
-    info = model_info(model, args.hf_model or desc.get("name", "model"), class_names)
+    info = model_info(model, args.hf_model or desc.get("name", "model"), class_names,
+                      sampling_rate=BUNDLED_SAMPLING_RATE if bundled else None)
     runner = runner_for(model, info, args.backend or "torch", args.dtype, getattr(args, "device", "cpu"),
                         args.compile)
     return Prepared(runner, info, desc, bundled)
@@ -241,24 +251,37 @@ def model_from_args(args, num_classes: int, default_r, bundled_r=None):
     """``(model, description, class names or None, bundled?)`` at the r the options ask for.
 
     With ``bundled_r`` and no model options, the demo model that ships with the package (at ``bundled_r``).
+    ``default_r=None``: the command sweeps r itself; the model stays at r=0.
     """
     no_model = not (args.model or getattr(args, "ckpt_path", None) or args.hf_model)  # before defaults fill in
     if bundled_r is not None and no_model and bundled_model_available():
         from sta.demo.proxy import CLASS_NAMES, load_proxy_model
 
+        if given := [f"--{n.replace('_', '-')}" for n in HF_DECIDES if getattr(args, n, None) not in (None, False)]:
+            raise ValueError(f"the bundled demo model has its own frames, size and classes: drop {', '.join(given)} "
+                             "(or name a model with --model / --hf-model)")
+
         print(f"sta {args.command}: no model given: using the bundled demo model (synthetic proxy task)",
               file=sys.stderr)
         model = load_proxy_model()
-        model.method = args.method
-        set_single_r(args, model, default=bundled_r)
+        if default_r is not None:
+            model.method = args.method
+            set_single_r(args, model, default=bundled_r)
         return model, dict(name="bundled proxy model"), list(CLASS_NAMES), True
-    model, desc = load_weighted_model(args, num_classes)
-    set_single_r(args, model, default=default_r)
+    model, desc = load_weighted_model(args, num_classes, method=None if default_r is not None else "sta")
+    if default_r is not None:
+        set_single_r(args, model, default=default_r)
     return model, desc, None, False
 
 
+def sampling_rate(args, info) -> int:
+    """--sampling-rate, else the stride the model records (the bundled model: 1), else the release's 4."""
+    return args.sampling_rate or info.sampling_rate or 4
+
+
 def class_names_for(args, num_classes: int) -> list[str] | None:
-    """--labels FILE, else the dataset's shipped names when the class count fits, else any shipped set that fits."""
+    """--labels FILE, else an --hf-model's id2label, else the dataset's shipped names when the class count fits,
+    else any shipped set that fits."""
     from sta import labels
 
     if getattr(args, "labels", None):
@@ -266,6 +289,12 @@ def class_names_for(args, num_classes: int) -> list[str] | None:
         if len(names) != num_classes:
             raise ValueError(f"{args.labels}: {len(names)} class names for a model with {num_classes} classes")
         return names
+    if getattr(args, "hf_model", None):  # a fine-tuned HF model names its own classes
+        from sta.adapters.directory import read_class_names
+
+        names = read_class_names(args.hf_model)
+        if names and len(names) == num_classes:
+            return names
     dataset = getattr(args, "data_set", None)
     if dataset:
         names = labels.load(dataset)
@@ -311,7 +340,7 @@ def cmd_flops(args) -> None:
     from sta.measure.flops import flops_report
 
     model = build_model(args)
-    rs = [r] if (r := budget_r(args, model)) is not None else args.r
+    rs = [r] if (r := budget_r(args, model)) is not None else args.r or [0]
     rows = []
     for r in rs:
         with model.pruning(r=r):
@@ -335,8 +364,10 @@ def cmd_flops(args) -> None:
 def cmd_bench(args) -> None:
     from sta.measure.speed import benchmark
 
+    if args.exported:
+        return bench_exported(args)
     model = build_model(args, device="cpu").eval()
-    rs = [r] if (r := budget_r(args, model)) is not None else args.r
+    rs = [r] if (r := budget_r(args, model)) is not None else args.r or [0]
     backend = args.backend or "torch"
     make_runner = None
     if backend != "torch" or args.compile:
@@ -360,6 +391,31 @@ def cmd_bench(args) -> None:
                         ("speedup", "speed-up vs r=0", ".2f")])
 
 
+def bench_exported(args) -> None:
+    """One exported graph's speed; there is no r=0 graph beside it to compare with."""
+    from sta.deploy.runners import open_exported
+    from sta.measure.speed import time_forward
+
+    resolve_model_args(args)
+    if args.compile or args.device != "cpu":
+        raise ValueError("exported files run on the CPU, without --compile")
+    runner = open_exported(args.exported, args.backend or ("torch" if args.exported.endswith(".pt2") else
+                                                           "onnxruntime"), args.dtype)
+    info = runner.info
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.randn(args.batch_size, 3, info.num_frames, info.img_size, info.img_size, generator=gen)
+    timing = time_forward(runner, clips, args.warmup, args.repeats)
+    row = dict(exported=args.exported, backend=runner.backend, dtype=args.dtype, r=info.r, method=info.method,
+               batch_size=args.batch_size, ms_per_clip=timing.ms_per_clip, clips_per_s=timing.clips_per_s,
+               gflops_per_view=info.gflops_per_view)
+    if args.json:
+        print(json.dumps([row]))
+        return
+    print(f"{args.exported} ({info.model}, {info.method} r={format_r(info.r)}), batch {args.batch_size}, "
+          f"{args.dtype} on {runner.backend}: {timing.ms_per_clip:.1f} ms/clip, {timing.clips_per_s:.2f} clips/s "
+          f"(median of {args.repeats} after {args.warmup} warm-up)")
+
+
 def cmd_eval(args) -> None:
     from sta.data import ViewProtocol, read_list_file
     from sta.evaluate import EvalSettings, evaluate
@@ -378,7 +434,7 @@ def cmd_eval(args) -> None:
     if short_side != info.img_size:
         raise ValueError(f"--short_side_size {short_side} must equal the input size {info.img_size}: the test "
                          "protocol crops windows of the short side, which are the model's input")
-    views = ViewProtocol.for_dataset(protocol, num_frames=info.num_frames, sampling_rate=args.sampling_rate,
+    views = ViewProtocol.for_dataset(protocol, num_frames=info.num_frames, sampling_rate=sampling_rate(args, info),
                                      num_segments=args.test_num_segment, num_crops=args.test_num_crop,
                                      crop_size=info.img_size, mean=info.mean, std=info.std)
     settings = EvalSettings(views=views, dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers,
@@ -423,7 +479,7 @@ def cmd_predict(args) -> None:
     names = class_names_for(args, info.num_classes) if args.labels else (
         info.class_names or class_names_for(args, info.num_classes))
     segments, crops = args.views or (None, None)
-    views = ViewProtocol.for_dataset(protocol, num_frames=info.num_frames, sampling_rate=args.sampling_rate,
+    views = ViewProtocol.for_dataset(protocol, num_frames=info.num_frames, sampling_rate=sampling_rate(args, info),
                                      num_segments=segments, num_crops=crops, crop_size=info.img_size,
                                      mean=info.mean, std=info.std)
     random_weights = not (prepared.bundled or prepared.desc.get("checkpoint") or prepared.desc.get("hf_model")
@@ -472,9 +528,10 @@ def cmd_export(args) -> None:
         raise ValueError(f"--out {out} must end in .{fmt} for --format {fmt}")
     protocol, dataset_classes = DATASETS[args.data_set]
     num_classes = args.nb_classes or dataset_classes
-    model, desc, names, _ = model_from_args(args, num_classes, default_r=0, bundled_r=16)
+    model, desc, names, bundled = model_from_args(args, num_classes, default_r=0, bundled_r=16)
     name = args.hf_model or os.path.basename(args.ckpt_path or "") or desc.get("name", "model")
-    info = model_info(model, name, names or class_names_for(args, model.cfg.num_classes))
+    info = model_info(model, name, names or class_names_for(args, model.cfg.num_classes),
+                      sampling_rate=BUNDLED_SAMPLING_RATE if bundled else None)
     check = export_model(model, out, info, fmt=fmt, dtype=args.dtype)
     print(f"sta export: {out} ({fmt}, {args.dtype}): {info.method} r={format_r(info.r)}, tokens "
           f"{' -> '.join(map(str, info.tokens_per_stage))}, {info.gflops_per_view:.2f} GFLOPs/view; checked against "
@@ -489,7 +546,7 @@ def cmd_vis(args) -> None:
     protocol, dataset_classes = DATASETS[args.data_set]
     # 64 of a ViT's 196 tokens per group; 16 of the bundled model's 64
     model, _, _, _ = model_from_args(args, args.nb_classes or dataset_classes, default_r=64, bundled_r=16)
-    result = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate)
+    result = visualize(model, args.video, args.out, protocol=protocol, sampling_rate=args.sampling_rate or 4)
     print(f"{result.method} r={format_r(result.r)}: tokens kept {' -> '.join(map(str, result.tokens_per_stage))} "
           f"of {result.tokens_total}, {result.gflops_per_view:.2f} GFLOPs/view; keeps "
           f"{result.gradnorm_kept_share:.1%} of the GradNorm mass")
@@ -533,31 +590,36 @@ def cmd_gradnorm(args) -> None:
 
     if args.data_path and args.folder:
         raise ValueError("give --data-path (a list file's folder) or --folder, not both")
-    bundled = not (args.model or args.ckpt_path or args.hf_model)
-    if bundled and (args.data_path or args.folder):
-        raise ValueError("videos need a model for them: add --model/--ckpt-path or --hf-model")
-    if bundled:
-        from sta.demo.proxy import load_proxy_model
-
-        print("sta gradnorm: the bundled demo model on its held-out proxy clips", file=sys.stderr)
-        model, source, default_rs = load_proxy_model(), proxy_source(args.clips), DEMO_RS
+    videos = bool(args.data_path or args.folder)
+    if videos and args.clips is not None:
+        raise ValueError("--clips counts the bundled model's proxy clips; with --data-path / --folder every video "
+                         "is used")
+    protocol, dataset_classes = DATASETS[args.data_set]
+    model, _, _, bundled = model_from_args(args, args.nb_classes or dataset_classes, default_r=None, bundled_r=0)
+    if not videos:
+        if not bundled:
+            raise ValueError("give the videos: --data-path (folder with test.csv / val.csv) or --folder")
+        if args.sampling_rate or args.data_set != "Kinetics-400":
+            raise ValueError("the proxy clips are generated, not sampled: drop --sampling-rate / --data-set, or "
+                             "give videos with --folder / --data-path")
+        source = proxy_source(args.clips)
     else:
-        protocol, dataset_classes = DATASETS[args.data_set]
-        model, _ = load_weighted_model(args, args.nb_classes or dataset_classes, method="sta")
-        views = clip_views(model, protocol, args.sampling_rate)
+        views = clip_views(model, protocol, args.sampling_rate or (BUNDLED_SAMPLING_RATE if bundled else 4))
         if args.folder:
             source = folder_source(args.folder, views)
-        elif args.data_path:
+        else:
             list_file = os.path.join(args.data_path, f"{args.split}.csv")
             source = list_file_source(read_list_file(list_file, data_root=args.data_root,
                                                      num_classes=model.cfg.num_classes), views)
-        else:
-            raise ValueError("give the videos: --data-path (folder with test.csv / val.csv) or --folder")
-        default_rs = (32, 64, 96)
+    default_rs = DEMO_RS if bundled else (32, 64, 96)
     result = run_gradnorm(model, source, methods=args.method, rs=args.r or default_rs, target=args.target,
                           batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     for skipped in result.skipped:
         print(f"  skipped {skipped.name}: {skipped.reason}", file=sys.stderr)
+    if result.clips == 0:
+        raise EvalFailed(f"no clip was scored ({len(result.skipped)} skipped, see above)")
+    if len(result.rows) < 2:
+        raise EvalFailed("no (method, r) could run on this model (see above)")
     if args.json:
         for row in result.to_rows():
             print(json.dumps(row))
@@ -613,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards first")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed forwards (the median is reported)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
-    add_backend_args(p, exported=False)
+    add_backend_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = command("eval", "top-1/top-5 with the VideoMAE multi-view test protocol (torchrun for many processes)",
@@ -731,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
     g.add_argument("--folder", help="instead of a list file: every video in this folder (unlabelled)")
     add_sampling_args(g)
-    g.add_argument("--clips", type=positive_int, default=240, help="bundled model only: held-out proxy clips")
+    g.add_argument("--clips", type=positive_int, help="held-out proxy clips, when no videos are given (default: 240)")
     g = p.add_argument_group("run")
     g.add_argument("--target", choices=["predicted", "label"], default="predicted",
                    help="whose logit's gradient: the unpruned model's predicted class, or the clip's label")

@@ -224,12 +224,30 @@ def test_gradnorm_on_a_folder_skips_bad_files(sample_videos, tmp_path, capsys):
     import shutil
 
     folder = tmp_path / "videos"
-    shutil.copytree(sample_videos, folder)  # two clips and a README that is not a video
+    shutil.copytree(sample_videos, folder)  # two clips and a README, which is not taken for a video
+    (folder / "cut.mp4").write_bytes((folder / "bikes.mp4").read_bytes()[:5000])
     assert main(["gradnorm", "--model", "vit_small_patch16_224", "--input-size", "32", "--nb-classes", "5",
                  "--folder", str(folder), "--r", "1", "--method", "sta", "--no-progress",
                  "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
-    assert "skipped README.md" in captured.err and "over 2 clips" in captured.out
+    assert "skipped cut.mp4" in captured.err and "README" not in captured.err and "over 2 clips" in captured.out
+
+
+def test_gradnorm_that_scores_nothing_fails(tmp_path, capsys):
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 64)
+    assert main(["gradnorm", "--folder", str(tmp_path), "--r", "4", "--no-progress", "--out", str(tmp_path / "o")]) == 1
+    assert "no clip was scored (1 skipped" in capsys.readouterr().err
+    assert main(["gradnorm", "--clips", "2", "--r", "99", "--no-progress", "--out", str(tmp_path / "o")]) == 1
+    assert "no (method, r) could run" in capsys.readouterr().err
+
+
+def test_gradnorm_refuses_options_it_would_ignore(tmp_path, capsys):
+    assert main(["gradnorm", "--folder", str(tmp_path), "--clips", "5"]) == 2
+    assert "--clips counts the bundled model's proxy clips" in capsys.readouterr().err
+    assert main(["gradnorm", "--sampling-rate", "2"]) == 2
+    assert "the proxy clips are generated" in capsys.readouterr().err
+    assert main(["gradnorm", "--num-frames", "8"]) == 2
+    assert "the bundled demo model has its own frames" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- --hf-model for every family
@@ -319,3 +337,31 @@ def sta_labels(name):
     from sta import labels
 
     return labels.load(name)
+
+
+def test_hf_model_class_names_come_from_id2label(sample_videos, tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from tests.adapters.tiny_hf import tiny_vivit
+
+    model = tiny_vivit(seed=4)
+    model.config.id2label = {i: name for i, name in enumerate(["cat", "dog", "bird", "fish", "cow"])}
+    model.config.label2id = {name: i for i, name in model.config.id2label.items()}
+    model.save_pretrained(tmp_path / "hf")
+    assert main(["predict", str(sample_videos / "bikes.mp4"), "--hf-model", str(tmp_path / "hf"), "--views", "1x1",
+                 "--no-progress", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert {t["name"] for t in row["top"]} == {"cat", "dog", "bird", "fish", "cow"}
+
+
+@pytest.mark.slow
+def test_bf16_pt2_export_runs_only_in_its_dtype(sample_videos, tmp_path, capsys):
+    assert main(["export", "--out", str(tmp_path / "p.pt2"), "--dtype", "bfloat16"]) == 0
+    assert "(pt2, bfloat16)" in capsys.readouterr().out
+    video = ["predict", str(sample_videos / "bikes.mp4"), "--exported", str(tmp_path / "p.pt2"), "--views", "1x1",
+             "--no-progress"]
+    assert main(video + ["--dtype", "bfloat16"]) == 0
+    capsys.readouterr()
+    assert main(video) == 2  # float32 asked of a bf16 graph
+    assert "was exported in bfloat16: run it with --dtype bfloat16" in capsys.readouterr().err
+    assert main(video + ["--dtype", "bfloat16", "--compile"]) == 2
+    assert "--compile applies to a model run by torch" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 import torch
@@ -31,7 +32,8 @@ from sta.core.schedule import RSpec
 from sta.utils.files import first_line, hf_model_type, read_json
 from sta.utils.optional import require_transformers
 
-__all__ = ["load_hf_directory", "hf_architecture", "read_model_type", "read_normalization", "FAMILIES"]
+__all__ = ["load_hf_directory", "hf_architecture", "read_class_names", "read_model_type", "read_normalization",
+           "FAMILIES"]
 
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 
@@ -39,6 +41,21 @@ PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 def read_model_type(path: str | os.PathLike) -> str:
     """``config.json``'s ``model_type`` if it is a supported family; else a one-line ``ValueError``."""
     return hf_model_type(path, FAMILIES)
+
+
+def read_class_names(path: str | os.PathLike) -> list[str] | None:
+    """``config.json``'s ``id2label`` as a list (index = class), or None when it holds only placeholders."""
+    config = read_json(os.path.join(os.fspath(path), "config.json"))
+    labels = config.get("id2label") if isinstance(config, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        return None
+    try:
+        names = [str(labels[key]) for key in sorted(labels, key=int)]
+    except (TypeError, ValueError):
+        return None
+    if len(names) != len(set(map(int, labels))) or all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        return None  # transformers' defaults, not names
+    return names
 
 
 def read_normalization(path: str | os.PathLike, family: str | type[Family]) -> tuple[tuple, tuple]:

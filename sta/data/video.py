@@ -44,6 +44,9 @@ __all__ = [
     "read_video_frames",
 ]
 
+# What a folder of videos is taken to hold (`sta predict DIR`, `sta gradnorm --folder`).
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
+
 # FFmpeg's "tty" demuxer renders any text file as ANSI-art video, so a list
 # file or log passed by mistake would otherwise "decode" into frames.
 _NOT_VIDEO_FORMATS = frozenset({"tty"})

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sta.core.attention import fused_only
 from sta.deploy.runners import (
     BACKENDS,
     INFO_KEY,
@@ -38,6 +39,7 @@ from sta.deploy.runners import (
 )
 from sta.measure.speed import random_clips
 from sta.utils.device import parse_dtype
+from sta.utils.files import first_line
 from sta.utils.optional import require_backend
 
 FORMATS = ("onnx", "pt2")
@@ -96,16 +98,19 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
     info = replace(info, dtype=dtype)
     graph = GraphForward(model).eval()
     clips = random_clips(model, CHECK_BATCH, parse_dtype(dtype), torch.device("cpu"), seed=1)
-    with torch.inference_mode():
+    with torch.inference_mode(), fused_only():  # the graph's attention kernel, so bf16 compares like with like
         expected = graph(clips)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the target, renamed over it only once checked: a refused export leaves nothing behind.
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sta-export-") as tmp:
         staged = Path(tmp) / out.name
-        if fmt == "onnx":
-            got = _export_onnx(graph, clips, staged, info)
-        else:
-            got = _export_pt2(graph, clips, staged, info)
+        try:
+            got = (_export_onnx if fmt == "onnx" else _export_pt2)(graph, clips, staged, info)
+        except (ImportError, ExportError):
+            raise
+        except Exception as err:  # the exporters raise many types; the user needs what failed, in one line
+            raise ExportError(f"{fmt} export of this model failed ({type(err).__name__}: {first_line(err)}); "
+                              f"{out} was not written (--debug shows the traceback)") from err
         check = compare(expected, got, dtype)
         if not check.ok:
             raise ExportError(

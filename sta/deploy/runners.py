@@ -51,6 +51,7 @@ class ModelInfo:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     class_names: list[str] | None = None
     dtype: str = "float32"  # the graph's own precision (an ONNX file: float32)
+    sampling_rate: int | None = None  # frame stride the model expects, when it is not the release's 4
     version: int = INFO_VERSION
 
     def to_json(self) -> str:
@@ -66,7 +67,8 @@ class ModelInfo:
                              ) from None
 
 
-def model_info(model: nn.Module, name: str, class_names: list[str] | None = None) -> ModelInfo:
+def model_info(model: nn.Module, name: str, class_names: list[str] | None = None,
+               sampling_rate: int | None = None) -> ModelInfo:
     """The :class:`ModelInfo` of a live model (our ViT or an adapter with the same interface)."""
     from sta.measure.flops import flops_report
 
@@ -75,7 +77,7 @@ def model_info(model: nn.Module, name: str, class_names: list[str] | None = None
                      img_size=cfg.img_size, num_classes=cfg.num_classes,
                      tokens_per_stage=list(tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)),
                      gflops_per_view=flops_report(model).gflops, mean=list(cfg.mean), std=list(cfg.std),
-                     class_names=class_names)
+                     class_names=class_names, sampling_rate=sampling_rate)
 
 
 class TorchRunner:
@@ -177,6 +179,9 @@ def open_exported(path: str | Path, backend: str = "onnxruntime", dtype: str = "
     """A runner for a file written by `sta export`: ``.onnx`` on onnxruntime or openvino, ``.pt2`` on torch."""
     info, path = read_info(path), Path(path)
     if path.suffix == ".pt2":
+        if dtype != info.dtype:
+            raise ValueError(f"{path} was exported in {info.dtype}: run it with --dtype {info.dtype}, or export "
+                             f"it again in {dtype}")
         if backend != "torch":
             raise ValueError(f"{path} is a torch.export file: run it with --backend torch (ONNX files go to "
                              "onnxruntime / openvino)")

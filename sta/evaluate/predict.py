@@ -19,11 +19,9 @@ import numpy as np
 import torch
 
 from sta.data import VideoEntry, ViewProtocol
+from sta.data.video import VIDEO_SUFFIXES
 from sta.evaluate.run import VideoViews, iterate_views, video_scores
 from sta.utils.progress import Progress
-
-# What a folder argument expands to (a file named explicitly is tried whatever its suffix).
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,8 @@ class Prediction:
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files as given, folders as the videos inside them (recursively, sorted), globs expanded.
+    """Files as given (tried whatever their suffix), folders as the videos inside them (by suffix, recursively,
+    sorted), globs expanded.
 
     Raises ``ValueError`` when nothing matches an argument, naming it.
     """

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from sta.core.methods import METHODS
 from sta.core.schedule import RSpec, format_r, normalize_r
 from sta.data import VideoDecodeError, VideoEntry, ViewProtocol, read_test_views
+from sta.data.video import VIDEO_SUFFIXES
 from sta.utils.progress import Progress
 
 TARGETS = ("predicted", "label")
@@ -273,9 +274,9 @@ def folder_source(path: str | os.PathLike, views: ViewProtocol) -> ClipSource:
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
-        raise ValueError(f"{root}: no files")
+        raise ValueError(f"{root}: no videos ({', '.join(VIDEO_SUFFIXES)})")
     rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
     return ClipSource(f"folder {root} ({len(files)} files)", files,
                       lambda p: GradNormClip(rel(p), _one_view(p, views)), name=rel)

@@ -193,13 +193,14 @@ def test_folder_skips_and_names_bad_files(model, tmp_path):
     folder = tmp_path / "videos"
     (folder / "sub").mkdir(parents=True)
     good = noise_video(folder / "sub" / "good.mp4", num_frames=40, height=36, width=48, seed=1)
-    (folder / "notes.txt").write_text("not a video\n")
+    (folder / "notes.txt").write_text("not a video\n")  # not a video suffix: not taken
     (folder / "cut.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    (folder / "fake.webm").write_text("not a video either\n")
     source = folder_source(folder, clip_views(model, sampling_rate=2))
     assert len(source) == 3
     result = run_gradnorm(model, source, ["sta"], [R], batch_size=2, progress=False)
     assert result.clips == 1
-    assert sorted(s.name for s in result.skipped) == ["cut.mp4", "notes.txt"]
+    assert sorted(s.name for s in result.skipped) == ["cut.mp4", "fake.webm"]
     assert all(s.reason for s in result.skipped)
     with pytest.raises(ValueError, match="no label"):
         run_gradnorm(model, source, ["sta"], [R], target="label", progress=False)
