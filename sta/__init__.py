@@ -8,7 +8,7 @@ from sta.measure.flops import count_flops, flops_report
 from sta.models.checkpoint import CheckpointError, load_checkpoint, load_weights, read_checkpoint
 from sta.models.vit import MODEL_CONFIGS, TokenTrace, VisionTransformer, ViTConfig, create_model
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "patch_hf", "load_hf_directory", "hf_architecture",
