@@ -189,6 +189,16 @@ def add_device_args(p, dtype: bool = True) -> None:
                        help="precision of weights and activations (STA scores in float32 whatever this is)")
 
 
+def add_run_args(g, workers: int, json_help: str) -> None:
+    """How views are decoded and run, and how results are printed (eval, predict)."""
+    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
+    g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=workers,
+                   help="decoding processes (0 = decode in the main process)")
+    add_device_args(g)
+    g.add_argument("--json", action="store_true", help=json_help)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def add_sampling_args(p, data_set: bool = True, sampling_rate: bool = True) -> None:
     """Which dataset's frame sampling (and class count / names); Kinetics' stride."""
     if data_set:
@@ -700,14 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-dir", "--output_dir", default="eval_out",
                    help="predictions.jsonl and summary.json go here; rerun to resume")
     g.add_argument("--log-dir", "--log_dir", help="also write TensorBoard scalars here (needs tensorboard)")
-    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
-    g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=2,
-                   help="decoding processes (0 = decode in the main process)")
-    add_device_args(g)
+    add_run_args(g, workers=2, json_help="print the summary as JSON")
     g.add_argument("--dist-eval", "--dist_eval", action="store_true",
                    help="accepted for run_inference.py users; under torchrun the split is automatic")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_backend_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -725,12 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--labels", help="class names file: one per line, line i = class i")
     g.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video")
     g = p.add_argument_group("run")
-    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
-    g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=0,
-                   help="decoding processes (0 = decode in the main process)")
-    add_device_args(g)
-    g.add_argument("--json", action="store_true", help="one JSON line per video")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_args(g, workers=0, json_help="one JSON line per video")
     add_backend_args(p)
     p.set_defaults(func=cmd_predict)
 

@@ -100,10 +100,7 @@ def load_hf_directory(path: str | os.PathLike, r: RSpec = 0, method: str = "sta"
     a directory that does not load, or one without classifier weights (e.g. a pre-training
     checkpoint, which ``from_pretrained`` would fill with random values).
     """
-    require_transformers()
-    path = os.fspath(path)
-    model_type = read_model_type(path)
-    mean, std = read_normalization(path, model_type)
+    path, model_type, mean, std = _describe(path)
     if model_type == "videomae":
         from sta.models.convert import load_hf_as_backbone
 
@@ -127,10 +124,7 @@ def hf_architecture(path: str | os.PathLike, r: RSpec = 0, method: str = "sta", 
     On the meta device by default (``sta flops``: shapes only, nothing allocated); another
     device gives randomly initialised weights (``sta bench``). Same types as :func:`load_hf_directory`.
     """
-    require_transformers()
-    path = os.fspath(path)
-    model_type = read_model_type(path)
-    mean, std = read_normalization(path, model_type)
+    path, model_type, mean, std = _describe(path)
     if model_type == "videomae":
         from sta.models.convert import read_hf_config
         from sta.models.vit import VisionTransformer
@@ -150,6 +144,14 @@ def hf_architecture(path: str | os.PathLike, r: RSpec = 0, method: str = "sta", 
     with torch.device(device):
         hf = classifier_cls(config).eval()
     return HFVideoClassifier(hf, hf_model_config(config, mean, std), r=r, method=method).eval()
+
+
+def _describe(path: str | os.PathLike) -> tuple[str, str, tuple, tuple]:
+    """(path, family, mean, std) of a local HF directory, checked."""
+    require_transformers()
+    path = os.fspath(path)
+    model_type = read_model_type(path)
+    return (path, model_type, *read_normalization(path, model_type))
 
 
 def _triple(value, name: str) -> tuple[float, float, float]:

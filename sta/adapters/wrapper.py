@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sta.adapters.hf import family_for, forward_with_trace, patch_hf
 from sta.core.schedule import RSpec
-from sta.models.vit import Prunable, TokenTrace, ViTConfig
+from sta.models.vit import ClipClassifier, TokenTrace, ViTConfig
 
 __all__ = ["HFModelConfig", "HFVideoClassifier", "hf_model_config"]
 
@@ -52,7 +52,7 @@ def hf_model_config(hf_config, mean=None, std=None) -> HFModelConfig:
                          std=tuple(std) if std is not None else default_std)
 
 
-class HFVideoClassifier(Prunable, nn.Module):
+class HFVideoClassifier(ClipClassifier, nn.Module):
     """A transformers video classifier, patched with :func:`sta.patch_hf`, used like our VisionTransformer.
 
     ``model``: a ``VivitForVideoClassification``, ``VJEPA2ForVideoClassification`` or
@@ -103,12 +103,6 @@ class HFVideoClassifier(Prunable, nn.Module):
     def patch_embed(self) -> nn.Module:
         """The submodule that outputs the ``B x T*S x C`` patch embeddings (``sta vis`` hooks it)."""
         return self.hf.sta_inner._sta_family.patch_embedding(self.hf)
-
-    def check_input(self, x: Tensor) -> None:
-        cfg = self.cfg
-        expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
-        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected clips of shape B x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
 
     def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
         """``B x 3 x F x H x W`` clips -> logits ``B x num_classes``; with ``return_trace`` also a :class:`TokenTrace`

@@ -163,8 +163,16 @@ class TokenTrace:
     positions: list[Tensor] = field(default_factory=list)
 
 
-class Prunable:
-    """``with model.pruning(r=0): ...``: for any model with ``r``, ``method`` and ``set_pruning`` (ours, adapters)."""
+class ClipClassifier:
+    """What every model the commands run shares (ours and the adapters'): they have ``cfg``, ``r``, ``method``
+    and ``set_pruning``; this adds ``pruning()`` and the input check."""
+
+    def check_input(self, x: Tensor) -> None:
+        """``ValueError`` unless ``x`` is ``B x 3 x F x H x W`` with the model's frames and size."""
+        cfg = self.cfg
+        expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
+        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected clips of shape B x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
 
     @contextmanager
     def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator:
@@ -177,7 +185,7 @@ class Prunable:
             self.set_pruning(*saved)
 
 
-class VisionTransformer(Prunable, nn.Module):
+class VisionTransformer(ClipClassifier, nn.Module):
     """VideoMAE ViT classifier; ``r`` (int or one per stage) sets STA's strength, 0 = no pruning."""
 
     def __init__(self, cfg: ViTConfig, r: RSpec = 0, method: str = "sta"):
@@ -234,12 +242,6 @@ class VisionTransformer(Prunable, nn.Module):
             self.r = r
         if method is not None:
             self.method = method
-
-    def check_input(self, x: Tensor) -> None:
-        cfg = self.cfg
-        expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
-        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected clips of shape B x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
 
     def forward_features(self, x: Tensor, trace: TokenTrace | None = None) -> Tensor:
         """``B x 3 x F x H x W`` -> pooled, normalised features ``B x C``."""

@@ -63,3 +63,15 @@ def test_sta_keeps_the_reference_tokens_and_gives_its_logits(family, impl, r):
     assert [p.shape[1] for p in trace.positions] == list(tokens_after_stages(SLICES, SPATIAL, r))
     assert_positions_equal(trace.positions, ref_positions)
     logit_close(out.logits, ref_logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_size_does_not_change_results(family):
+    model = patch_hf(FAMILIES[family][0](seed=6), r=(4, 6, 2))
+    x = hf_pixels(3, seed=6)
+    with torch.no_grad():
+        together, trace = forward_with_trace(model, x)
+        alone = [forward_with_trace(model, x[i : i + 1]) for i in range(3)]
+    for i, (logits, single) in enumerate(alone):
+        logit_close(logits.logits[0], together.logits[i])
+        assert all(torch.equal(a[0], b[i]) for a, b in zip(single.positions, trace.positions))

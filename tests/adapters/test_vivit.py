@@ -72,17 +72,6 @@ def test_cls_is_never_scored_or_dropped():
         assert all(int(p.min()) >= 0 and int(p.max()) < SLICES * SPATIAL for p in trace.positions)
 
 
-def test_batch_size_does_not_change_results():
-    model = patch_hf(tiny_vivit(seed=6), r=(4, 6, 2))
-    x = hf_pixels(3, seed=6)
-    with torch.no_grad():
-        together, trace = forward_with_trace(model, x)
-        alone = [forward_with_trace(model, x[i : i + 1]) for i in range(3)]
-    for i, (logits, single) in enumerate(alone):
-        logit_close(logits.logits[0], together.logits[i])
-        assert all(torch.equal(a[0], b[i]) for a, b in zip(single.positions, trace.positions))
-
-
 @pytest.mark.parametrize("pooler", [True, False])
 def test_bare_model_keeps_its_output_type_and_pooler(pooler):
     bare = randomize_(VivitModel(vivit_config(), add_pooling_layer=pooler), seed=7).eval()

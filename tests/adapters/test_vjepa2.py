@@ -73,17 +73,6 @@ def test_every_method_runs_and_matches_the_method_reference(method):
     logit_close(out.logits, ref_logits)
 
 
-def test_batch_size_does_not_change_results():
-    model = patch_hf(tiny_vjepa2(seed=6), r=(4, 6, 2))
-    x = hf_pixels(3, seed=6)
-    with torch.no_grad():
-        together, trace = forward_with_trace(model, x)
-        alone = [forward_with_trace(model, x[i : i + 1]) for i in range(3)]
-    for i, (logits, single) in enumerate(alone):
-        logit_close(logits.logits[0], together.logits[i])
-        assert all(torch.equal(a[0], b[i]) for a, b in zip(single.positions, trace.positions))
-
-
 def test_bare_model_runs_the_encoder_only_while_pruning():
     bare = randomize_(VJEPA2Model(vjepa2_config()), seed=7).eval()
     x = hf_pixels(seed=7)
