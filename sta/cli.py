@@ -430,7 +430,7 @@ def cmd_eval(args) -> None:
     from sta.data import ViewProtocol, read_list_file
     from sta.evaluate import EvalSettings, evaluate
     from sta.utils.device import resolve_device
-    from sta.utils.distributed import init_distributed
+    from sta.utils.distributed import distributed
 
     resolve_model_args(args)
     protocol, dataset_classes = DATASETS[args.data_set]
@@ -450,13 +450,13 @@ def cmd_eval(args) -> None:
     settings = EvalSettings(views=views, dtype=args.dtype, batch_size=args.batch_size, num_workers=args.num_workers,
                             device=args.device)
     entries = read_list_file(list_file, data_root=args.data_root, num_classes=info.num_classes)
-    rank, world = init_distributed(args.device)
-    if rank == 0:
-        print(f"sta eval: {len(entries)} videos from {list_file}, {views.num_segments}x{views.num_crops} views "
-              f"each, {info.method} r={format_r(info.r)}, {prepared.runner.backend}, {world} process(es)",
-              file=sys.stderr)
-    summary = evaluate(prepared.runner, entries, settings, args.output_dir, prepared.desc, log_dir=args.log_dir,
-                       progress=not args.no_progress)
+    with distributed(args.device) as (rank, world):
+        if rank == 0:
+            print(f"sta eval: {len(entries)} videos from {list_file}, {views.num_segments}x{views.num_crops} views "
+                  f"each, {info.method} r={format_r(info.r)}, {prepared.runner.backend}, {world} process(es)",
+                  file=sys.stderr)
+        summary = evaluate(prepared.runner, entries, settings, args.output_dir, prepared.desc,
+                           log_dir=args.log_dir, progress=not args.no_progress)
     if summary is None:
         return
     for s in summary.skipped:

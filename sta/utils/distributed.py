@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -18,3 +20,23 @@ def init_distributed(device: str) -> tuple[int, int]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
+
+
+@contextmanager
+def distributed(device: str) -> Iterator[tuple[int, int]]:
+    """``with distributed(device) as (rank, world):`` joins torchrun's group and leaves it at the end.
+
+    Leaving matters: a process that exits with the group still up can abort in its
+    communication threads ("terminate called without an active exception").
+    """
+    joined = not dist.is_initialized()
+    rank_world = init_distributed(device)
+    try:
+        yield rank_world
+    except BaseException:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()  # no barrier: the other ranks may be gone
+        raise
+    if joined and dist.is_initialized():
+        dist.barrier()  # no rank tears the group down while another still uses it
+        dist.destroy_process_group()
