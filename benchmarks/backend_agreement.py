@@ -16,12 +16,11 @@ from pathlib import Path
 
 import torch
 
-from sta.cli import parse_r
-from sta.core.schedule import format_r
-from sta.demo.proxy import PROXY_TASK, load_proxy_model, make_clips
-from sta.demo.run import DEMO_SEED
+from sta.core.schedule import format_r, parse_r
+from sta.data.synthetic import HELD_OUT_SEED, PROXY_TASK, make_clips
 from sta.deploy.export import export_model
 from sta.deploy.runners import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, model_info
+from sta.models.bundled import load_bundled_model
 
 CONFIGS = [("torch", "bfloat16"), ("onnxruntime", "float32"), ("openvino", "float32"), ("openvino", "bfloat16")]
 
@@ -36,18 +35,18 @@ def main() -> None:
     parser.add_argument("--r", type=parse_r, nargs="+", default=[0, 16, 32, (48, 16, 8), (56, 8, 4)])
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    clips, _ = make_clips(PROXY_TASK, args.clips, seed=DEMO_SEED, split="test")
+    clips, _ = make_clips(PROXY_TASK, args.clips, seed=HELD_OUT_SEED, split="test")
     print(f"top-1 agreement with torch eager float32 on {args.clips} held-out proxy clips (bundled model, method sta)")
     print(f"{'r':>8}  {'backend':<12}{'dtype':<10}{'agree %':>8}{'max |dlogit|':>14}")
     for r in args.r:
-        model = load_proxy_model(r=r)
+        model = load_bundled_model(r=r)
         info = model_info(model, "bundled proxy model")
         reference = predict(TorchRunner(model, info), clips)
         with tempfile.TemporaryDirectory() as tmp:
-            export_model(load_proxy_model(r=r), Path(tmp) / "m.onnx", info)
+            export_model(load_bundled_model(r=r), Path(tmp) / "m.onnx", info)
             for backend, dtype in CONFIGS:
                 if backend == "torch":
-                    runner = TorchRunner(load_proxy_model(r=r), info, dtype=dtype)
+                    runner = TorchRunner(load_bundled_model(r=r), info, dtype=dtype)
                 else:
                     runner = (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(
                         Path(tmp) / "m.onnx", info, dtype)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from sta import create_model
 from sta.data import VideoEntry, ViewProtocol
 from sta.data.sampling import resized_hw
-from sta.evaluate.run import VideoViews, iterate_views
+from sta.evaluate.run import ViewDataset, iterate_views
 from sta.measure.speed import random_clips, time_forward
 
 SAMPLE_VIDEOS = Path(__file__).resolve().parents[1] / "examples" / "videos"
@@ -44,7 +44,7 @@ def torch_bilinear_resize(frames, size: int = 224) -> np.ndarray:
 def loader_views_per_s(entries: list[VideoEntry], views: ViewProtocol, workers: int) -> float:
     jobs = [(i, e, set()) for i, e in enumerate(entries)]
     start, count = time.perf_counter(), 0
-    for item in iterate_views(VideoViews(jobs, views), workers):
+    for item in iterate_views(ViewDataset(jobs, views), workers):
         if item.error:
             raise RuntimeError(item.error)
         count += len(item.keys)

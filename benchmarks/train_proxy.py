@@ -1,4 +1,4 @@
-"""Train the bundled proxy model: a depth-12 VideoMAE ViT on the synthetic task of ``sta.demo.proxy``.
+"""Train the bundled proxy model: a depth-12 VideoMAE ViT on the synthetic task of ``sta.data.synthetic``.
 
 Fresh clips are generated for every step (an endless training stream, so no
 overfitting), from a ``train`` random stream that never meets the ``test``
@@ -9,7 +9,7 @@ them back into float32), ``args`` holding the model config, the training
 settings, the seed, the command, the wall time and the held-out top-1 (measured
 in float32 on the float16-rounded weights, i.e. on exactly what ships).
 
-    # the bundled sta/assets/proxy_vit.pth (51.7 min on 2 CPU cores, 100% held-out top-1; see its README):
+    # the bundled sta/models/assets/proxy_vit.pth (51.7 min on 2 CPU cores, 100% held-out top-1; see its README):
     python benchmarks/train_proxy.py --steps 100000 --schedule time --time-budget-min 52 \
         --batch-size 16 --embed-dim 64 --num-heads 2 --lr 1e-3 \
         --eval-every 200 --monitor-clips 96 --eval-clips 480 --log-every 50
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sta import create_model
-from sta.demo.proxy import CLASS_NAMES, DEFAULT_CHECKPOINT, PROXY_TASK, make_clips
+from sta.data.synthetic import CLASS_NAMES, PROXY_TASK, make_clips
+from sta.models.bundled import BUNDLED_CHECKPOINT
 
 MODEL = "vit_small_patch16_224"  # the release's ViT-S code path; width/depth/heads overridden below
 EVAL_SEED = 0  # the fixed held-out set: make_clips(PROXY_TASK, eval_clips, EVAL_SEED, "test")
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=12)
     parser.add_argument("--num-heads", type=int, default=2)
     parser.add_argument("--patch-size", type=int, default=8)
-    parser.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--out", default=str(BUNDLED_CHECKPOINT))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-clips", type=int, default=480, help="held-out clips for the final top-1")
     parser.add_argument("--monitor-clips", type=int, default=120, help="held-out clips checked every --eval-every")

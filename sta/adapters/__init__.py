@@ -2,10 +2,13 @@
 
 - :mod:`sta.adapters.hf`: :func:`sta.patch_hf` for transformers VideoMAE, ViViT and V-JEPA 2
   (bare models and video classifiers), and ``forward_with_trace``;
+- :mod:`sta.adapters.family`: :class:`~sta.adapters.family.Family`, what differs between families;
 - :mod:`sta.adapters.loop`: the pruning loop and patching machinery the families share;
 - :mod:`sta.adapters.videomae`, :mod:`sta.adapters.vivit`, :mod:`sta.adapters.vjepa2`: one family each;
-- :mod:`sta.adapters.wrapper`: :class:`HFVideoClassifier`, a patched classifier with our backbone's interface;
-- :mod:`sta.adapters.directory`: :func:`load_hf_directory` / :func:`hf_architecture` for ``--hf-model DIR``.
+- :mod:`sta.adapters.wrapper`: :class:`HFVideoClassifier`, a patched classifier as a
+  :class:`sta.core.contract.ClipClassifier`;
+- :mod:`sta.adapters.directory`: :func:`load_hf_directory` / :func:`hf_architecture` for a local Hugging Face
+  directory (loaded through :func:`sta.models.convert.load_hf_classifier`).
 """
 
 _LAZY = {

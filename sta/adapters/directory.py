@@ -1,9 +1,9 @@
-"""``--hf-model DIR``: a local Hugging Face model directory as a model the CLI can run.
+"""A local Hugging Face model directory (``hf_model``) as a :class:`sta.core.contract.ClipClassifier`.
 
 The family comes from ``config.json``'s ``model_type``:
 
 - ``videomae``: our own :class:`sta.models.vit.VisionTransformer` with the
-  directory's weights (:func:`sta.models.convert.load_hf_as_backbone`, as before);
+  directory's weights (:func:`sta.models.convert.load_hf_as_backbone`);
 - ``vivit``, ``vjepa2``: the transformers video classifier, patched in place and
   wrapped in :class:`sta.adapters.wrapper.HFVideoClassifier`.
 
@@ -26,14 +26,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from sta.adapters.family import Family, normalization
 from sta.adapters.hf import FAMILIES
-from sta.adapters.loop import Family
+from sta.adapters.wrapper import HFVideoClassifier, hf_model_config
 from sta.core.schedule import RSpec
+from sta.errors import InvalidInput
+from sta.models.convert import load_hf_as_backbone, load_hf_classifier, read_hf_config
+from sta.models.vit import VisionTransformer
 from sta.utils.files import first_line, hf_model_type, read_json
 from sta.utils.optional import require_transformers
 
-__all__ = ["load_hf_directory", "hf_architecture", "read_class_names", "read_model_type", "read_normalization",
-           "FAMILIES"]
+__all__ = ["load_hf_directory", "hf_architecture", "read_class_names", "read_model_type",
+           "read_normalization"]
 
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 
@@ -58,7 +62,7 @@ def read_class_names(path: str | os.PathLike) -> list[str] | None:
     return names
 
 
-def read_normalization(path: str | os.PathLike, family: str | type[Family]) -> tuple[tuple, tuple]:
+def read_normalization(path: str | os.PathLike, family: str | Family) -> tuple[tuple, tuple]:
     """(mean, std) for clips in [0, 1] that reproduce the directory's processor (or the family's defaults)."""
     family = FAMILIES[family] if isinstance(family, str) else family
     settings: dict[str, Any] = {}
@@ -67,28 +71,10 @@ def read_normalization(path: str | os.PathLike, family: str | type[Family]) -> t
         if os.path.isfile(file):
             data = read_json(file)
             if not isinstance(data, dict):
-                raise ValueError(f"{file}: expected a JSON object")
+                raise InvalidInput(f"{file}: expected a JSON object")
             settings = data
             break
     return normalization(settings, family)
-
-
-def normalization(settings: dict[str, Any], family: type[Family]) -> tuple[tuple, tuple]:
-    """Fold a processor's settings (missing keys: the family's defaults) into a mean / std on [0, 1].
-
-    A processor maps a pixel ``p`` in [0, 255] to ``((p * f - o) - m) / s`` (``f``: rescale
-    factor, 1 without rescaling; ``o``: 1 with ViViT's offset, else 0; ``m`` / ``s``: 0 / 1
-    without normalisation). With ``u = p / 255`` and ``a = 255 f`` that is
-    ``(u - (o + m) / a) / (s / a)``.
-    """
-    get = {**family.processor_defaults, **{k: v for k, v in settings.items() if v is not None}}.get
-    scale = 255 * float(get("rescale_factor", 1 / 255)) if get("do_rescale", True) else 255.0
-    offset = 1.0 if get("do_rescale", True) and get("offset", False) else 0.0
-    if get("do_normalize", True):
-        mean, std = _triple(get("image_mean"), "image_mean"), _triple(get("image_std"), "image_std")
-    else:
-        mean, std = (0.0,) * 3, (1.0,) * 3
-    return (tuple((offset + m) / scale for m in mean), tuple(s / scale for s in std))
 
 
 def load_hf_directory(path: str | os.PathLike, r: RSpec = 0, method: str = "sta") -> nn.Module:
@@ -102,17 +88,11 @@ def load_hf_directory(path: str | os.PathLike, r: RSpec = 0, method: str = "sta"
     """
     path, model_type, mean, std = _describe(path)
     if model_type == "videomae":
-        from sta.models.convert import load_hf_as_backbone
-
         model = load_hf_as_backbone(path)
         model.cfg = dataclasses.replace(model.cfg, mean=mean, std=std)
         model.set_pruning(r, method)
         return model.eval()
-    from sta.adapters.wrapper import HFVideoClassifier, hf_model_config
-
     _, classifier_cls = FAMILIES[model_type].classes()
-    from sta.models.convert import load_hf_classifier
-
     hf = load_hf_classifier(path, classifier_cls).float()
     return HFVideoClassifier(hf, hf_model_config(hf.config, mean, std), r=r, method=method).eval()
 
@@ -126,20 +106,15 @@ def hf_architecture(path: str | os.PathLike, r: RSpec = 0, method: str = "sta", 
     """
     path, model_type, mean, std = _describe(path)
     if model_type == "videomae":
-        from sta.models.convert import read_hf_config
-        from sta.models.vit import VisionTransformer
-
         cfg = dataclasses.replace(read_hf_config(path), mean=mean, std=std)
         with torch.device(device):
             return VisionTransformer(cfg, r=r, method=method).eval()
     from transformers import AutoConfig
 
-    from sta.adapters.wrapper import HFVideoClassifier, hf_model_config
-
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as err:
-        raise ValueError(f"{os.path.join(path, 'config.json')}: not a usable config ({first_line(err)})") from err
+        raise InvalidInput(f"{os.path.join(path, 'config.json')}: not a usable config ({first_line(err)})") from err
     _, classifier_cls = FAMILIES[model_type].classes()
     with torch.device(device):
         hf = classifier_cls(config).eval()
@@ -152,10 +127,3 @@ def _describe(path: str | os.PathLike) -> tuple[str, str, tuple, tuple]:
     path = os.fspath(path)
     model_type = read_model_type(path)
     return (path, model_type, *read_normalization(path, model_type))
-
-
-def _triple(value, name: str) -> tuple[float, float, float]:
-    values = [value] * 3 if isinstance(value, (int, float)) else list(value)
-    if len(values) != 3:
-        raise ValueError(f"{name} must have 3 values (RGB), got {value!r}")
-    return tuple(float(v) for v in values)

@@ -15,11 +15,18 @@ pruning loop (:mod:`sta.adapters.loop`).
     model = VideoMAEForVideoClassification.from_pretrained("path/to/dir").eval()
     sta.patch_hf(model, r=64)                 # same object, now prunes with STA
     logits = model(pixel_values).logits       # pixel_values: B x T x C x H x W, as HF takes them
-    model.sta_r = (64, 32, 16)                # one r per stage; validated on assignment
-    model.sta_method = "tome"                 # any of sta.core.methods.METHODS, at STA's token counts
-    model.sta_r = 0                           # HF's own forward again: exactly the original outputs
+    model.r = (64, 32, 16)                    # one r per stage; validated on assignment
+    model.method = "tome"                     # any of sta.core.methods.METHODS, at STA's token counts
+    model.set_pruning(r=32, method="sta")     # both at once, checked together
+    with model.pruning(r=0):                  # HF's own forward inside: exactly the original outputs
+        plain = model(pixel_values).logits
     out, trace = sta.adapters.hf.forward_with_trace(model, pixel_values)
     trace.positions[2]                        # B x L_2 original positions kept after stage 3
+
+The names are our models' (:class:`sta.core.contract.ClipClassifier`): ``r``,
+``method``, ``stages``, ``set_pruning`` and ``pruning()``, on the classifier and
+on its bare model. ``sta_r``, ``sta_method``, ``sta_stages`` and ``set_sta`` still
+work but are deprecated since 0.3 (a ``DeprecationWarning``) and go in 0.4.
 
 How it works: :func:`patch_hf` gives the bare model (``model.videomae`` /
 ``model.vivit`` / ``model.vjepa2`` of a classifier) a subclass of its own class
@@ -50,25 +57,21 @@ loaded back with ``from_pretrained`` is plain HF until patched again. Pickling
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
-from sta.adapters import loop
-from sta.adapters.loop import Family, PatchedClassifier, PatchedModel
-from sta.adapters.videomae import VideoMAE
-from sta.adapters.videomae import pruned_forward as _pruned_forward  # noqa: F401 (the VideoMAE loop, for tests)
-from sta.adapters.vivit import Vivit
+from sta.adapters.family import Family
+from sta.adapters.loop import PatchedClassifier, PatchedModel, forward_with_trace, patch_model
+from sta.adapters.videomae import VIDEOMAE
+from sta.adapters.vivit import VIVIT
 from sta.adapters.vjepa2 import VJEPA2
 from sta.core.schedule import RSpec
-from sta.models.vit import TokenTrace
 from sta.utils.optional import require_transformers
 
 __all__ = ["patch_hf", "forward_with_trace", "FAMILIES", "family_for", "PatchedModel", "PatchedClassifier"]
 
 # Every supported family, by config.json model_type.
-FAMILIES: dict[str, type[Family]] = {family.model_type: family for family in (VideoMAE, Vivit, VJEPA2)}
-SUPPORTED_CLASSES = ", ".join(f"{p}Model / {p}ForVideoClassification" for p in ("VideoMAE", "Vivit", "VJEPA2"))
+FAMILIES: dict[str, Family] = {family.model_type: family for family in (VIDEOMAE, VIVIT, VJEPA2)}
+SUPPORTED_CLASSES = ", ".join(" / ".join(family.class_names) for family in FAMILIES.values())
 
 
 def patch_hf(model: nn.Module, r: RSpec = 64, method: str = "sta") -> nn.Module:
@@ -77,19 +80,20 @@ def patch_hf(model: nn.Module, r: RSpec = 64, method: str = "sta") -> nn.Module:
     Returns the same object. ``r`` is one int for every stage or three ints,
     as in :func:`sta.create_model`; ``method`` is a key of
     ``sta.core.methods.METHODS`` (``"sta"``, the paper's, by default).
-    ``model.sta_r`` / ``model.sta_method`` read and change them later, and
-    ``model.set_sta(r, method)`` changes both at once (``ValueError`` for values
-    that cannot fit, leaving the model as it was). Patching a patched model only
-    sets r and method. A VideoMAE classifier that reads the first token instead
-    of mean-pooling (``use_mean_pooling=False``) is refused for r > 0, since
-    pruning reorders tokens; ViViT's CLS token is never pruned.
+    ``model.r`` / ``model.method`` read and change them later, and
+    ``model.set_pruning(r, method)`` changes both at once (``ValueError`` for values
+    that cannot fit, leaving the model as it was); ``with model.pruning(r=...):``
+    changes them for a block. Patching a patched model only sets r and method.
+    A VideoMAE classifier that reads the first token instead of mean-pooling
+    (``use_mean_pooling=False``) is refused for r > 0, since pruning reorders
+    tokens; ViViT's CLS token is never pruned.
     """
     require_transformers()
     family, classifier = family_for(model)
-    return loop.patch_model(model, family, classifier, r, method)
+    return patch_model(model, family, classifier, r, method)
 
 
-def family_for(model: nn.Module) -> tuple[type[Family], bool]:
+def family_for(model: nn.Module) -> tuple[Family, bool]:
     """(family, is-a-classifier) of a transformers model; ``TypeError`` for anything else."""
     for family in FAMILIES.values():
         try:
@@ -101,20 +105,4 @@ def family_for(model: nn.Module) -> tuple[type[Family], bool]:
         if isinstance(model, bare):
             return family, False
     raise TypeError(f"patch_hf takes a transformers {SUPPORTED_CLASSES}; got {type(model).__name__}")
-
-
-def forward_with_trace(model: nn.Module, *args, **kwargs) -> tuple[Any, TokenTrace]:
-    """Call a patched model and also return which tokens survived.
-
-    Returns ``(outputs, trace)``: ``outputs`` as ``model(*args, **kwargs)`` gives
-    them, ``trace.positions[k]`` a ``B x L_k`` int64 tensor of the original
-    positions of the patch tokens (``slice * S + spatial``; ViViT's CLS token is
-    not listed) alive after stage ``k`` = 0, 1, 2, as :class:`sta.TokenTrace`
-    from the core backbone (at r = 0: every position).
-    """
-    return loop.forward_with_trace(model, *args, **kwargs)
-
-
-def _patched_inner(model: nn.Module) -> PatchedModel:
-    return loop.patched_inner(model)
 

@@ -1,10 +1,11 @@
 """The pruning loop every Hugging Face family shares, and the in-place patching machinery.
 
-A family module (``videomae.py``, ``vivit.py``, ``vjepa2.py``) says only what
-differs between families: which classes it patches, the token layout its config
-implies, how one of its layers runs from its own submodules (returning that
-layer's head-averaged keys on request), and how its model's forward begins and
-ends. Everything else lives here, once:
+A family module (``videomae.py``, ``vivit.py``, ``vjepa2.py``) holds one
+:class:`sta.adapters.family.Family`: which classes it patches, the token grid its
+config implies, and its pruned forward, which begins with :func:`begin_call`,
+embeds, runs its layers through :meth:`PrunedCall.run` with its own layer step
+(one layer from the layer's own submodules, returning the head-averaged keys on
+request) and ends as HF's forward does. Everything else lives here, once:
 
 - :func:`run_layers`: the layer loop. After the output of each stage layer
   (``0``, ``depth // 3``, ``2 * depth // 3``, as :func:`sta.core.schedule.stage_blocks`)
@@ -17,10 +18,15 @@ ends. Everything else lives here, once:
 - :func:`attention`: eager ``softmax(q k^T * scale + bias) v`` (HF's eager code,
   weights in float32 before the cast) or fused attention through
   :func:`sta.core.attention.attend`, chosen from ``config._attn_implementation``.
+- :func:`begin_call`: what every pruned forward resolves the same way from its
+  keyword arguments and the config (``return_dict``, ``output_hidden_states``,
+  ``output_attentions``, eager attention, dropout).
 - :class:`PatchedModel` / :class:`PatchedClassifier`: mixins that
   :func:`patch_model` puts in front of the HF class of the instance (same name,
   module and qualified name, so ``save_pretrained`` and transformers' output
-  hooks are unaffected). While ``sta_r`` is 0 the forward is HF's own; pickling and
+  hooks are unaffected), the same two for every family. They give the model
+  ``r``, ``method``, ``stages``, ``set_pruning`` and ``pruning()``, as our own
+  models have them. While ``r`` is 0 the forward is HF's own; pickling and
   ``copy.deepcopy`` keep the patch.
 
 Nothing here knows a family by name; nothing family-specific goes into :mod:`sta.core`.
@@ -28,6 +34,7 @@ Nothing here knows a family by name; nothing family-specific goes into :mod:`sta
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,104 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sta.adapters.family import Family
 from sta.core.attention import attend
-from sta.core.methods import METHODS, ReductionState, check_method
-from sta.core.schedule import PruneStage, RSpec, build_stages, normalize_r, stage_blocks
-from sta.models.vit import TokenTrace
+from sta.core.contract import ClipClassifier, TokenTrace
+from sta.core.methods import METHODS, ReductionState
+from sta.core.schedule import PruneStage, R, RSpec, stage_blocks
+from sta.errors import InvalidInput
 
 __all__ = [
-    "Family", "LayerInput", "PatchedModel", "PatchedClassifier", "attention", "run_layers", "patch_model",
-    "patched_inner", "forward_with_trace", "pair", "square",
+    "LayerInput", "PatchedModel", "PatchedClassifier", "PrunedCall", "attention", "begin_call", "heads",
+    "run_layers", "patch_model", "patched_inner", "forward_with_trace",
 ]
-
-
-# ------------------------------------------------------------------------------------------------ families
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What a config says about the token grid STA works on."""
-
-    depth: int  # transformer layers
-    num_slices: int  # T = frames / tubelet
-    tokens_per_slice: int  # S = (H / patch) * (W / patch)
-
-
-class Family:
-    """One Hugging Face model family. Subclasses fill in the class attributes and the methods."""
-
-    model_type: ClassVar[str]  # config.json's model_type
-    inner_attr: ClassVar[str]  # where the classifier keeps its bare model ("videomae", "vivit", "vjepa2")
-    prefix_tokens: ClassVar[int] = 0  # tokens before the patch tokens (ViViT: 1, its CLS)
-    model_mixin: ClassVar[type]  # PatchedModel subclass for the bare model
-    classifier_mixin: ClassVar[type]  # PatchedClassifier subclass for the classifier
-
-    @staticmethod
-    def classes() -> tuple[type, type]:
-        """(bare model class, video classifier class) of the installed transformers."""
-        raise NotImplementedError
-
-    @staticmethod
-    def layout(config) -> Layout:
-        raise NotImplementedError
-
-    # The family's processor defaults, as transformers' processor classes set them (the keys of a
-    # preprocessor_config.json): image_mean, image_std, do_rescale, rescale_factor, offset, do_normalize.
-    processor_defaults: ClassVar[dict[str, Any]] = {}
-
-    @staticmethod
-    def check_config(config, under_classifier: bool) -> None:
-        """Raise ``ValueError`` for a config STA cannot prune (only called for r > 0)."""
-
-    @staticmethod
-    def clip_fields(config) -> dict[str, int]:
-        """The classifier's clip and model sizes: num_frames, img_size, in_chans, tubelet_size, patch_size,
-        num_classes, depth, embed_dim, num_heads (``ValueError`` for non-square images or patches)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def patch_embedding(classifier: nn.Module) -> nn.Module:
-        """The classifier's submodule whose output is the ``B x T*S x C`` patch embeddings (before anything
-        is added or prepended)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def pruned_forward(model: nn.Module, args: tuple, kwargs: dict, stages: tuple[PruneStage, ...], method: str,
-                       trace: TokenTrace | None):
-        """The bare model's forward with pruning: same arguments and output type as HF's."""
-        raise NotImplementedError
-
-    @classmethod
-    def validate(cls, config, r: RSpec, method: str, under_classifier: bool
-                 ) -> tuple[tuple[int, int, int], tuple[PruneStage, ...]]:
-        """(r per stage, stages) for this config, or ``ValueError`` naming what does not fit."""
-        rs = normalize_r(r)
-        if not any(rs):
-            check_method(method, ())
-            return rs, ()
-        cls.check_config(config, under_classifier)
-        lay = cls.layout(config)
-        stages = build_stages(lay.depth, lay.num_slices, lay.tokens_per_slice, rs)
-        check_method(method, stages)
-        return rs, stages
-
-
-def pair(value) -> tuple[int, int]:
-    """``224`` or ``[224, 224]`` -> ``(224, 224)``."""
-    return (int(value[0]), int(value[1])) if isinstance(value, (list, tuple)) else (int(value), int(value))
-
-
-def square(value, name: str) -> int:
-    """``224`` or ``[224, 224]`` -> 224; ``ValueError`` for a non-square size."""
-    h, w = pair(value)
-    if h != w:
-        raise ValueError(f"{name} {value!r}: only square frames and patches are supported")
-    return h
-
-
-def option(value, config, name: str):
-    """An HF call's ``output_*`` flag: the argument when given, else the config's."""
-    return getattr(config, name, False) if value is None else value
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -174,8 +94,8 @@ def run_layers(layers: Sequence[nn.Module], x: Tensor, step: LayerStep, stages: 
     B, N, _ = x.shape
     L = N - prefix
     if stages and L != stages[0].tokens_in:
-        raise ValueError(f"STA was set up for {stages[0].tokens_in} patch tokens (frames, size and patch from the "
-                         f"model's config) but this input gives {L}; set sta_r = 0 for other input shapes")
+        raise InvalidInput(f"STA was set up for {stages[0].tokens_in} patch tokens (frames, size and patch from the "
+                           f"model's config) but this input gives {L}; set r = 0 for other input shapes")
     reduce = METHODS[method]
     stage_at = {stage.block: stage for stage in stages}
     trace_at = set(stage_blocks(len(layers))) if trace is not None else set()
@@ -239,13 +159,99 @@ def heads(t: Tensor, num_heads: int) -> Tensor:
     return t.view(B, N, num_heads, -1).transpose(1, 2)
 
 
+# ------------------------------------------------------------------------------------------- the prelude
+
+
+@dataclass(frozen=True)
+class PrunedCall:
+    """One pruned forward: what to prune with, and the options every family resolves the same way."""
+
+    stages: tuple[PruneStage, ...]
+    method: str
+    trace: TokenTrace | None
+    return_dict: bool
+    output_hidden_states: bool
+    output_attentions: bool
+    eager: bool  # explicit attention: weights were asked for, or config._attn_implementation is eager (or unset)
+    dropout: float  # attention-probability dropout (0 in eval mode)
+
+    def run(self, layers: Sequence[nn.Module], x: Tensor, step: LayerStep, prefix: int = 0) -> LoopOutput:
+        """:func:`run_layers` with this call's stages, method, trace and options."""
+        return run_layers(layers, x, step, self.stages, self.method, prefix=prefix, trace=self.trace,
+                          eager=self.eager, dropout=self.dropout, output_hidden_states=self.output_hidden_states,
+                          output_attentions=self.output_attentions)
+
+    def finish(self, outputs):
+        """HF's output object, or its tuple when the call asked for ``return_dict=False``."""
+        return outputs if self.return_dict else outputs.to_tuple()
+
+
+def begin_call(model: nn.Module, kwargs: dict, stages: tuple[PruneStage, ...], method: str,
+               trace: TokenTrace | None) -> PrunedCall:
+    """The prelude of every family's pruned forward.
+
+    Pops ``return_dict``, ``output_hidden_states`` and ``output_attentions`` from
+    ``kwargs`` (the argument when given, else the config's), and picks eager or
+    fused attention and the dropout. Any other keyword (attention-backend kwargs
+    of newer releases) has no meaning for the loop and is left unread.
+    """
+    config = model.config
+
+    def option(name: str, default: bool) -> bool:
+        value = kwargs.pop(name, None)
+        return getattr(config, name, default) if value is None else value
+
+    return_dict = option("return_dict", True)
+    hidden, attentions = bool(option("output_hidden_states", False)), bool(option("output_attentions", False))
+    eager = attentions or getattr(config, "_attn_implementation", None) in (None, "eager")
+    dropout = config.attention_probs_dropout_prob if model.training else 0.0
+    return PrunedCall(stages, method, trace, return_dict, hidden, attentions, eager, dropout)
+
+
 # ---------------------------------------------------------------------------------------- patched classes
+
+DEPRECATED = "deprecated since 0.3, removed in 0.4; use .r / .method / .set_pruning"
+
+
+def _warn_deprecated(old: str, stacklevel: int, message: str = DEPRECATED) -> None:
+    warnings.warn(f"{old} is {message}", DeprecationWarning, stacklevel=stacklevel + 1)
+
+
+def _deprecated_alias(old: str, new: str, message: str = DEPRECATED, settable: bool = True) -> property:
+    """Property ``old``: reads (and sets) ``new``, with a ``DeprecationWarning``."""
+
+    def get(self):
+        _warn_deprecated(old, 2, message)
+        return getattr(self, new)
+
+    def set_(self, value):
+        _warn_deprecated(old, 3, message)  # called through nn.Module.__setattr__
+        setattr(self, new, value)
+
+    return property(get, set_ if settable else None, doc=f"Deprecated: ``.{new}``.")
 
 
 class _Patched:
-    """What both patched classes share: a marker, and pickling that rebuilds the patched class."""
+    """What both patched classes share: the pruning interface around ``r`` / ``method`` / ``set_pruning``, the
+    deprecated ``sta_*`` names, a marker, and pickling that rebuilds the patched class."""
 
     _sta_patched = True
+    _sta_family: ClassVar[Family]  # set on the patched class by swap_class
+    _sta_base: ClassVar[type]  # the original transformers class
+    _sta_mixin: ClassVar[type]
+
+    # Run at another r / method inside the block, as with our models (the same code).
+    pruning = ClipClassifier.pruning
+
+    sta_r = _deprecated_alias("sta_r", "r")
+    sta_method = _deprecated_alias("sta_method", "method")
+    sta_stages = _deprecated_alias("sta_stages", "stages", "deprecated since 0.3, removed in 0.4; use .stages",
+                                   settable=False)
+
+    def set_sta(self, r: RSpec | None = None, method: str | None = None) -> None:
+        """Deprecated: :meth:`set_pruning`."""
+        _warn_deprecated("set_sta", 2)
+        self.set_pruning(r, method)
 
     def __reduce_ex__(self, protocol):
         # The patched class has the original's name, so pickle would find the original under it and refuse;
@@ -255,49 +261,48 @@ class _Patched:
         if len(reduced) < 2 or not reduced[1] or reduced[1][0] is not cls:
             return reduced
         args = (cls._sta_base,) + tuple(reduced[1][1:])
-        return (_rebuild_patched, (reduced[0], args, cls._sta_mixin)) + tuple(reduced[2:])
+        return (_rebuild_patched, (reduced[0], args, cls._sta_mixin, cls._sta_family)) + tuple(reduced[2:])
 
 
-def _rebuild_patched(build, args, mixin):
+def _rebuild_patched(build, args, mixin, family):
     obj = build(*args)
-    swap_class(obj, mixin)
+    swap_class(obj, mixin, family)
     return obj
 
 
 class PatchedModel(_Patched):
     """Mixed in before a family's bare HF model class by :func:`patch_model`."""
 
-    _sta_family: ClassVar[type[Family]]
-    _sta_r: tuple[int, int, int] = (0, 0, 0)
+    _sta_r: R = (0, 0, 0)
     _sta_method: str = "sta"
     _sta_stages: tuple[PruneStage, ...] = ()
     _sta_trace: TokenTrace | None = None
     _sta_under_classifier = False
 
     @property
-    def sta_r(self) -> tuple[int, int, int]:
+    def r(self) -> R:
         """Tokens dropped (or merged) per group at each of the three stages (0 = HF's own forward)."""
         return self._sta_r
 
-    @sta_r.setter
-    def sta_r(self, value: RSpec) -> None:
-        self.set_sta(r=value)
+    @r.setter
+    def r(self, value: RSpec) -> None:
+        self.set_pruning(r=value)
 
     @property
-    def sta_method(self) -> str:
+    def method(self) -> str:
         """Token-reduction method, a key of ``sta.core.methods.METHODS`` (``"sta"``: the paper's)."""
         return self._sta_method
 
-    @sta_method.setter
-    def sta_method(self, value: str) -> None:
-        self.set_sta(method=value)
+    @method.setter
+    def method(self, value: str) -> None:
+        self.set_pruning(method=value)
 
     @property
-    def sta_stages(self) -> tuple[PruneStage, ...]:
+    def stages(self) -> tuple[PruneStage, ...]:
         """The pruning stages in use (empty at r = 0)."""
         return self._sta_stages
 
-    def set_sta(self, r: RSpec | None = None, method: str | None = None) -> None:
+    def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
         """Set r and/or the method together; ``ValueError`` (nothing changed) when they do not fit."""
         r = self._sta_r if r is None else r
         method = self._sta_method if method is None else method
@@ -306,8 +311,8 @@ class PatchedModel(_Patched):
 
     def forward(self, *args, **kwargs):
         if self._sta_stages:
-            return self._sta_family.pruned_forward(self, args, kwargs, self._sta_stages, self._sta_method,
-                                                   self._sta_trace)
+            return self._sta_family.pruned_forward(self, *args, stages=self._sta_stages, method=self._sta_method,
+                                                   trace=self._sta_trace, **kwargs)
         outputs = super().forward(*args, **kwargs)
         if self._sta_trace is not None:  # r = 0: every patch token survives every stage
             first = outputs[0]
@@ -317,43 +322,44 @@ class PatchedModel(_Patched):
 
 
 class PatchedClassifier(_Patched):
-    """Mixed in before a family's classifier class: ``sta_r`` / ``sta_method`` live on its bare model."""
-
-    _sta_family: ClassVar[type[Family]]
+    """Mixed in before a family's classifier class: ``r`` / ``method`` live on its bare model."""
 
     @property
-    def sta_inner(self) -> PatchedModel:
+    def _sta_inner(self) -> PatchedModel:
         return getattr(self, self._sta_family.inner_attr)
 
     @property
-    def sta_r(self) -> tuple[int, int, int]:
+    def r(self) -> R:
         """Tokens dropped (or merged) per group at each of the three stages (0 = HF's own forward)."""
-        return self.sta_inner.sta_r
+        return self._sta_inner.r
 
-    @sta_r.setter
-    def sta_r(self, value: RSpec) -> None:
-        self.sta_inner.sta_r = value
-
-    @property
-    def sta_method(self) -> str:
-        return self.sta_inner.sta_method
-
-    @sta_method.setter
-    def sta_method(self, value: str) -> None:
-        self.sta_inner.sta_method = value
+    @r.setter
+    def r(self, value: RSpec) -> None:
+        self._sta_inner.r = value
 
     @property
-    def sta_stages(self) -> tuple[PruneStage, ...]:
-        return self.sta_inner.sta_stages
+    def method(self) -> str:
+        """Token-reduction method, a key of ``sta.core.methods.METHODS`` (``"sta"``: the paper's)."""
+        return self._sta_inner.method
 
-    def set_sta(self, r: RSpec | None = None, method: str | None = None) -> None:
-        self.sta_inner.set_sta(r, method)
+    @method.setter
+    def method(self, value: str) -> None:
+        self._sta_inner.method = value
+
+    @property
+    def stages(self) -> tuple[PruneStage, ...]:
+        return self._sta_inner.stages
+
+    def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
+        """Set r and/or the method together; ``ValueError`` (nothing changed) when they do not fit."""
+        self._sta_inner.set_pruning(r, method)
 
 
 _PATCHED_CLASSES: dict[tuple[type, type], type] = {}
 
 
-def swap_class(obj: nn.Module, mixin: type) -> None:
+def swap_class(obj: nn.Module, mixin: type[_Patched], family: Family) -> None:
+    """Give ``obj`` the patched class of its class (made once per class): ``mixin`` first, then the original."""
     base = type(obj)
     if getattr(base, "_sta_patched", False):
         return
@@ -363,19 +369,19 @@ def swap_class(obj: nn.Module, mixin: type) -> None:
         # architecture, and transformers keys its output-capturing registry on str(class).
         cls = type(base.__name__, (mixin, base),
                    {"__module__": base.__module__, "__qualname__": base.__qualname__, "__doc__": base.__doc__,
-                    "_sta_base": base, "_sta_mixin": mixin})
+                    "_sta_base": base, "_sta_mixin": mixin, "_sta_family": family})
         _PATCHED_CLASSES[(base, mixin)] = cls
     obj.__class__ = cls
 
 
-def patch_model(model: nn.Module, family: type[Family], classifier: bool, r: RSpec, method: str) -> nn.Module:
+def patch_model(model: nn.Module, family: Family, classifier: bool, r: RSpec, method: str) -> nn.Module:
     """Patch ``model`` (a bare model, or a classifier when ``classifier``) of ``family`` in place."""
     inner = getattr(model, family.inner_attr) if classifier else model
     under_classifier = classifier or getattr(inner, "_sta_under_classifier", False)
     rs, stages = family.validate(inner.config, r, method, under_classifier)  # before touching the model
-    swap_class(inner, family.model_mixin)
+    swap_class(inner, PatchedModel, family)
     if classifier:
-        swap_class(model, family.classifier_mixin)
+        swap_class(model, PatchedClassifier, family)
     inner._sta_under_classifier = under_classifier
     inner._sta_r, inner._sta_method, inner._sta_stages = rs, method, stages
     return model
@@ -386,12 +392,19 @@ def patched_inner(model: nn.Module) -> PatchedModel:
     if isinstance(model, PatchedModel):
         return model
     if isinstance(model, PatchedClassifier):
-        return model.sta_inner
+        return model._sta_inner
     raise TypeError("this model is not patched: call sta.patch_hf(model) first")
 
 
 def forward_with_trace(model: nn.Module, *args, **kwargs) -> tuple[Any, TokenTrace]:
-    """Call a patched model and also return which patch tokens survived (see :mod:`sta.adapters.hf`)."""
+    """Call a patched model and also return which tokens survived.
+
+    Returns ``(outputs, trace)``: ``outputs`` as ``model(*args, **kwargs)`` gives
+    them, ``trace.positions[k]`` a ``B x L_k`` int64 tensor of the original
+    positions of the patch tokens (``slice * S + spatial``; ViViT's CLS token is
+    not listed) alive after stage ``k`` = 0, 1, 2, as :class:`sta.TokenTrace`
+    from the core backbone (at r = 0: every position).
+    """
     inner = patched_inner(model)
     trace = TokenTrace()
     inner._sta_trace = trace

@@ -18,64 +18,22 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sta.adapters.loop import (
-    Family,
-    LayerInput,
-    Layout,
-    PatchedClassifier,
-    PatchedModel,
-    attention,
-    heads,
-    option,
-    pair,
-    run_layers,
-    square,
-)
+from sta.adapters.family import Family, Grid, pair
+from sta.adapters.loop import LayerInput, attention, begin_call, heads
+from sta.core.contract import TokenTrace
 from sta.core.schedule import PruneStage
-from sta.models.vit import TokenTrace
+from sta.errors import InvalidInput
 
 
-class VideoMAE(Family):
-    model_type = "videomae"
-    inner_attr = "videomae"
-    prefix_tokens = 0
+def grid(config) -> Grid:
+    return Grid(config.num_frames, config.tubelet_size, pair(config.image_size), pair(config.patch_size),
+                config.num_channels)
 
-    @staticmethod
-    def classes() -> tuple[type, type]:
-        from transformers import VideoMAEForVideoClassification, VideoMAEModel
 
-        return VideoMAEModel, VideoMAEForVideoClassification
-
-    @staticmethod
-    def layout(config) -> Layout:
-        (h, w), (ph, pw) = pair(config.image_size), pair(config.patch_size)
-        return Layout(config.num_hidden_layers, config.num_frames // config.tubelet_size, (h // ph) * (w // pw))
-
-    # VideoMAEImageProcessor's defaults (fine-tuned repos usually ship ImageNet's mean / std instead)
-    processor_defaults = dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), do_rescale=True,
-                              rescale_factor=1 / 255, do_normalize=True)
-
-    @staticmethod
-    def clip_fields(config) -> dict[str, int]:
-        return dict(num_frames=config.num_frames, img_size=square(config.image_size, "image_size"),
-                    in_chans=config.num_channels, tubelet_size=config.tubelet_size,
-                    patch_size=square(config.patch_size, "patch_size"), num_classes=config.num_labels,
-                    depth=config.num_hidden_layers, embed_dim=config.hidden_size,
-                    num_heads=config.num_attention_heads)
-
-    @staticmethod
-    def patch_embedding(classifier: nn.Module) -> nn.Module:
-        return classifier.videomae.embeddings.patch_embeddings
-
-    @staticmethod
-    def check_config(config, under_classifier: bool) -> None:
-        if under_classifier and not getattr(config, "use_mean_pooling", True):
-            raise ValueError("STA needs a mean-pooling classifier: this one reads the first token "
-                             "(use_mean_pooling=False), which pruning reorders")
-
-    @staticmethod
-    def pruned_forward(model, args, kwargs, stages, method, trace):
-        return pruned_forward(model, *args, stages=stages, method=method, trace=trace, **kwargs)
+def check_config(config, under_classifier: bool) -> None:
+    if under_classifier and not getattr(config, "use_mean_pooling", True):
+        raise InvalidInput("STA needs a mean-pooling classifier: this one reads the first token "
+                           "(use_mean_pooling=False), which pruning reorders")
 
 
 def pruned_forward(model, pixel_values: Tensor | None = None, bool_masked_pos: Tensor | None = None, *extra,
@@ -84,28 +42,19 @@ def pruned_forward(model, pixel_values: Tensor | None = None, bool_masked_pos: T
     from transformers.modeling_outputs import BaseModelOutput
 
     if pixel_values is None:
-        raise ValueError("pixel_values is required")
+        raise InvalidInput("pixel_values is required")
     if bool_masked_pos is not None:
-        raise ValueError("STA pruning cannot be combined with bool_masked_pos (masked inputs); set sta_r = 0")
+        raise InvalidInput("STA pruning cannot be combined with bool_masked_pos (masked inputs); set r = 0")
     if any(a is not None for a in extra) or kwargs.pop("head_mask", None) is not None:
-        raise ValueError("head_mask is not supported with STA pruning; set sta_r = 0")
-    config = model.config
-    return_dict = kwargs.pop("return_dict", None)
-    return_dict = getattr(config, "return_dict", True) if return_dict is None else return_dict
-    want_hidden = bool(option(kwargs.pop("output_hidden_states", None), config, "output_hidden_states"))
-    want_attn = bool(option(kwargs.pop("output_attentions", None), config, "output_attentions"))
-    eager = want_attn or getattr(config, "_attn_implementation", None) in (None, "eager")
-    dropout = config.attention_probs_dropout_prob if model.training else 0.0
-    # Any other keyword (attention-backend kwargs of newer releases) has no meaning for this loop.
-
+        raise InvalidInput("head_mask is not supported with STA pruning; set r = 0")
+    call = begin_call(model, kwargs, stages, method, trace)
     x = model.embeddings(pixel_values, None)  # patch embeddings + fixed sin-cos table: B x T*S x C
-    out = run_layers(model.encoder.layer, x, layer_step, stages, method, trace=trace, eager=eager, dropout=dropout,
-                     output_hidden_states=want_hidden, output_attentions=want_attn)
+    out = call.run(model.encoder.layer, x, layer_step)
     x = out.x
     if getattr(model, "layernorm", None) is not None:  # models without mean pooling end with a LayerNorm
         x = model.layernorm(x)
-    outputs = BaseModelOutput(last_hidden_state=x, hidden_states=out.hidden_states, attentions=out.attentions)
-    return outputs if return_dict else outputs.to_tuple()
+    return call.finish(BaseModelOutput(last_hidden_state=x, hidden_states=out.hidden_states,
+                                       attentions=out.attentions))
 
 
 def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -126,17 +75,15 @@ def _project(linear: nn.Linear, h: Tensor, legacy_bias: Tensor | None) -> Tensor
     return linear(h) if legacy_bias is None else F.linear(h, linear.weight, legacy_bias)
 
 
-class _STAVideoMAEModel(PatchedModel):
-    """Mixed in before transformers' ``VideoMAEModel`` by :func:`sta.patch_hf`."""
-
-    _sta_family = VideoMAE
-
-
-class _STAVideoMAEClassifier(PatchedClassifier):
-    """Mixed in before ``VideoMAEForVideoClassification``: ``sta_r`` lives on its ``videomae``."""
-
-    _sta_family = VideoMAE
-
-
-VideoMAE.model_mixin = _STAVideoMAEModel
-VideoMAE.classifier_mixin = _STAVideoMAEClassifier
+VIDEOMAE = Family(
+    model_type="videomae",
+    class_names=("VideoMAEModel", "VideoMAEForVideoClassification"),
+    inner_attr="videomae",
+    patch_embeddings="videomae.embeddings.patch_embeddings",
+    grid=grid,
+    pruned_forward=pruned_forward,
+    # VideoMAEImageProcessor's defaults (fine-tuned repos usually ship ImageNet's mean / std instead)
+    processor_defaults=dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), do_rescale=True,
+                            rescale_factor=1 / 255, do_normalize=True),
+    check_config=check_config,
+)

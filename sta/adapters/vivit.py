@@ -24,59 +24,19 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sta.adapters.loop import (
-    Family,
-    LayerInput,
-    Layout,
-    PatchedClassifier,
-    PatchedModel,
-    attention,
-    heads,
-    option,
-    pair,
-    run_layers,
-    square,
-)
+from sta.adapters.family import Family, Grid, pair
+from sta.adapters.loop import LayerInput, attention, begin_call, heads
+from sta.core.contract import TokenTrace
 from sta.core.schedule import PruneStage
-from sta.models.vit import TokenTrace
+from sta.errors import InvalidInput
+
+CLS_TOKENS = 1  # the CLS token before the patch tokens
 
 
-class Vivit(Family):
-    model_type = "vivit"
-    inner_attr = "vivit"
-    prefix_tokens = 1  # CLS
-
-    @staticmethod
-    def classes() -> tuple[type, type]:
-        from transformers import VivitForVideoClassification, VivitModel
-
-        return VivitModel, VivitForVideoClassification
-
-    @staticmethod
-    def layout(config) -> Layout:
-        t, ph, pw = (int(v) for v in config.tubelet_size)
-        h, w = pair(config.image_size)
-        return Layout(config.num_hidden_layers, config.num_frames // t, (h // ph) * (w // pw))
-
-    # VivitImageProcessor / VivitVideoProcessor: pixels * (1 / 127.5) - 1, then (x - 0.5) / 0.5
-    processor_defaults = dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), do_rescale=True,
-                              rescale_factor=1 / 127.5, offset=True, do_normalize=True)
-
-    @staticmethod
-    def clip_fields(config) -> dict[str, int]:
-        t, ph, pw = (int(v) for v in config.tubelet_size)
-        return dict(num_frames=config.num_frames, img_size=square(config.image_size, "image_size"),
-                    in_chans=config.num_channels, tubelet_size=t, patch_size=square((ph, pw), "tubelet_size[1:]"),
-                    num_classes=config.num_labels, depth=config.num_hidden_layers, embed_dim=config.hidden_size,
-                    num_heads=config.num_attention_heads)
-
-    @staticmethod
-    def patch_embedding(classifier: nn.Module) -> nn.Module:
-        return classifier.vivit.embeddings.patch_embeddings
-
-    @staticmethod
-    def pruned_forward(model, args, kwargs, stages, method, trace):
-        return pruned_forward(model, *args, stages=stages, method=method, trace=trace, **kwargs)
+def grid(config) -> Grid:
+    t, ph, pw = (int(v) for v in config.tubelet_size)
+    return Grid(config.num_frames, t, pair(config.image_size), (ph, pw), config.num_channels,
+                patch_name="tubelet_size[1:]")
 
 
 def pruned_forward(model, pixel_values: Tensor | None = None, interpolate_pos_encoding: bool = False,
@@ -86,25 +46,16 @@ def pruned_forward(model, pixel_values: Tensor | None = None, interpolate_pos_en
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     if pixel_values is None:
-        raise ValueError("pixel_values is required")
+        raise InvalidInput("pixel_values is required")
     if attention_mask is not None:
-        raise ValueError("attention_mask is not supported with STA pruning; set sta_r = 0")
-    config = model.config
-    return_dict = kwargs.pop("return_dict", None)
-    return_dict = getattr(config, "return_dict", True) if return_dict is None else return_dict
-    want_hidden = bool(option(kwargs.pop("output_hidden_states", None), config, "output_hidden_states"))
-    want_attn = bool(option(kwargs.pop("output_attentions", None), config, "output_attentions"))
-    eager = want_attn or getattr(config, "_attn_implementation", None) in (None, "eager")
-    dropout = config.attention_probs_dropout_prob if model.training else 0.0
-
+        raise InvalidInput("attention_mask is not supported with STA pruning; set r = 0")
+    call = begin_call(model, kwargs, stages, method, trace)
     x = model.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)  # B x (1 + T*S) x C
-    out = run_layers(model.layers, x, layer_step, stages, method, prefix=Vivit.prefix_tokens, trace=trace,
-                     eager=eager, dropout=dropout, output_hidden_states=want_hidden, output_attentions=want_attn)
+    out = call.run(model.layers, x, layer_step, prefix=CLS_TOKENS)
     sequence = model.layernorm(out.x)
     pooled = model.pooler(sequence) if model.pooler is not None else None
-    outputs = BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled,
-                                         hidden_states=out.hidden_states, attentions=out.attentions)
-    return outputs if return_dict else outputs.to_tuple()
+    return call.finish(BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled,
+                                                  hidden_states=out.hidden_states, attentions=out.attentions))
 
 
 def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -120,17 +71,15 @@ def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Te
     return x, (k.mean(1) if inp.need_keys else None), weights
 
 
-class _STAVivitModel(PatchedModel):
-    """Mixed in before transformers' ``VivitModel`` by :func:`sta.patch_hf`."""
-
-    _sta_family = Vivit
-
-
-class _STAVivitClassifier(PatchedClassifier):
-    """Mixed in before ``VivitForVideoClassification``: ``sta_r`` lives on its ``vivit``."""
-
-    _sta_family = Vivit
-
-
-Vivit.model_mixin = _STAVivitModel
-Vivit.classifier_mixin = _STAVivitClassifier
+VIVIT = Family(
+    model_type="vivit",
+    class_names=("VivitModel", "VivitForVideoClassification"),
+    inner_attr="vivit",
+    patch_embeddings="vivit.embeddings.patch_embeddings",
+    grid=grid,
+    pruned_forward=pruned_forward,
+    # VivitImageProcessor / VivitVideoProcessor: pixels * (1 / 127.5) - 1, then (x - 0.5) / 0.5
+    processor_defaults=dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), do_rescale=True,
+                            rescale_factor=1 / 127.5, offset=True, do_normalize=True),
+    prefix_tokens=CLS_TOKENS,
+)

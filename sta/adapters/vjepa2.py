@@ -35,56 +35,16 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sta.adapters.loop import (
-    Family,
-    LayerInput,
-    Layout,
-    PatchedClassifier,
-    PatchedModel,
-    attention,
-    heads,
-    option,
-    run_layers,
-    square,
-)
+from sta.adapters.family import Family, Grid, pair
+from sta.adapters.loop import LayerInput, attention, begin_call, heads
+from sta.core.contract import TokenTrace
 from sta.core.schedule import PruneStage
-from sta.models.vit import TokenTrace
+from sta.errors import InvalidInput
 
 
-class VJEPA2(Family):
-    model_type = "vjepa2"
-    inner_attr = "vjepa2"
-    prefix_tokens = 0
-
-    @staticmethod
-    def classes() -> tuple[type, type]:
-        from transformers import VJEPA2ForVideoClassification, VJEPA2Model
-
-        return VJEPA2Model, VJEPA2ForVideoClassification
-
-    @staticmethod
-    def layout(config) -> Layout:
-        grid = config.crop_size // int(config.patch_size)
-        return Layout(config.num_hidden_layers, config.frames_per_clip // config.tubelet_size, grid * grid)
-
-    # VJEPA2VideoProcessor: pixels / 255, then ImageNet's mean and std
-    processor_defaults = dict(image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225), do_rescale=True,
-                              rescale_factor=1 / 255, do_normalize=True)
-
-    @staticmethod
-    def clip_fields(config) -> dict[str, int]:
-        return dict(num_frames=config.frames_per_clip, img_size=int(config.crop_size), in_chans=config.in_chans,
-                    tubelet_size=config.tubelet_size, patch_size=square(config.patch_size, "patch_size"),
-                    num_classes=config.num_labels, depth=config.num_hidden_layers, embed_dim=config.hidden_size,
-                    num_heads=config.num_attention_heads)
-
-    @staticmethod
-    def patch_embedding(classifier: nn.Module) -> nn.Module:
-        return classifier.vjepa2.encoder.embeddings.patch_embeddings
-
-    @staticmethod
-    def pruned_forward(model, args, kwargs, stages, method, trace):
-        return pruned_forward(model, *args, stages=stages, method=method, trace=trace, **kwargs)
+def grid(config) -> Grid:
+    return Grid(config.frames_per_clip, config.tubelet_size, pair(config.crop_size), pair(config.patch_size),
+                config.in_chans, image_name="crop_size")
 
 
 def pruned_forward(model, pixel_values_videos: Tensor | None = None, context_mask=None, target_mask=None,
@@ -94,31 +54,22 @@ def pruned_forward(model, pixel_values_videos: Tensor | None = None, context_mas
     from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2WithMaskedInputModelOutput
 
     if pixel_values_videos is None:
-        raise ValueError("You have to specify pixel_values_videos")
+        raise InvalidInput("You have to specify pixel_values_videos")
     if context_mask is not None or target_mask is not None:
-        raise ValueError("context_mask / target_mask index the unpruned sequence: not supported with STA pruning; "
-                         "set sta_r = 0")
+        raise InvalidInput("context_mask / target_mask index the unpruned sequence: not supported with STA pruning; "
+                           "set r = 0")
     if not skip_predictor:
-        raise ValueError("STA pruning runs the V-JEPA 2 encoder only: call with skip_predictor=True (as "
-                         "VJEPA2ForVideoClassification does), or set sta_r = 0 to run the predictor")
-    config = model.config
-    return_dict = kwargs.pop("return_dict", None)
-    return_dict = getattr(config, "return_dict", True) if return_dict is None else return_dict
-    want_hidden = bool(option(kwargs.pop("output_hidden_states", None), config, "output_hidden_states"))
-    want_attn = bool(option(kwargs.pop("output_attentions", None), config, "output_attentions"))
-    eager = want_attn or getattr(config, "_attn_implementation", None) in (None, "eager")
-    dropout = config.attention_probs_dropout_prob if model.training else 0.0
-
+        raise InvalidInput("STA pruning runs the V-JEPA 2 encoder only: call with skip_predictor=True (as "
+                           "VJEPA2ForVideoClassification does), or set r = 0 to run the predictor")
+    call = begin_call(model, kwargs, stages, method, trace)
     encoder = model.encoder
     x = encoder.embeddings(pixel_values_videos)  # B x T*S x C, nothing added
-    out = run_layers(encoder.layer, x, layer_step, stages, method, trace=trace, eager=eager, dropout=dropout,
-                     output_hidden_states=want_hidden, output_attentions=want_attn)
+    out = call.run(encoder.layer, x, layer_step)
     sequence = encoder.layernorm(out.x)
-    outputs = VJEPA2WithMaskedInputModelOutput(
+    return call.finish(VJEPA2WithMaskedInputModelOutput(
         last_hidden_state=sequence,
         masked_hidden_state=sequence,  # HF's default context mask keeps every (live) token
-        hidden_states=out.hidden_states, attentions=out.attentions, predictor_output=None)
-    return outputs if return_dict else outputs.to_tuple()
+        hidden_states=out.hidden_states, attentions=out.attentions, predictor_output=None))
 
 
 def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -141,17 +92,14 @@ def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Te
     return x, keys, weights
 
 
-class _STAVJEPA2Model(PatchedModel):
-    """Mixed in before transformers' ``VJEPA2Model`` by :func:`sta.patch_hf`."""
-
-    _sta_family = VJEPA2
-
-
-class _STAVJEPA2Classifier(PatchedClassifier):
-    """Mixed in before ``VJEPA2ForVideoClassification``: ``sta_r`` lives on its ``vjepa2``."""
-
-    _sta_family = VJEPA2
-
-
-VJEPA2.model_mixin = _STAVJEPA2Model
-VJEPA2.classifier_mixin = _STAVJEPA2Classifier
+VJEPA2 = Family(
+    model_type="vjepa2",
+    class_names=("VJEPA2Model", "VJEPA2ForVideoClassification"),
+    inner_attr="vjepa2",
+    patch_embeddings="vjepa2.encoder.embeddings.patch_embeddings",
+    grid=grid,
+    pruned_forward=pruned_forward,
+    # VJEPA2VideoProcessor: pixels / 255, then ImageNet's mean and std
+    processor_defaults=dict(image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225), do_rescale=True,
+                            rescale_factor=1 / 255, do_normalize=True),
+)

@@ -1,12 +1,12 @@
-"""A patched Hugging Face video classifier behind the interface of :class:`sta.models.vit.VisionTransformer`.
+"""A patched Hugging Face video classifier as a :class:`sta.core.contract.ClipClassifier`, like our own ViT.
 
-The CLI (eval, flops, bench, vis) and :mod:`sta.measure` only use what our
-backbone exposes: ``cfg`` (clip shape, classes, normalisation, token layout),
-``r`` / ``method`` / ``set_pruning`` / ``pruning()``, ``check_input`` and
-``forward(x, return_trace=False)`` on ``B x 3 x F x H x W`` clips, plus
-``patch_embed`` for the GradNorm maps of ``sta vis``. :class:`HFVideoClassifier`
-gives a ViViT, V-JEPA 2 (or VideoMAE) classifier from transformers exactly
-that; pruning itself is :func:`sta.patch_hf`'s.
+Everything that runs a model (the commands, :mod:`sta.measure`, :mod:`sta.deploy`)
+uses only that contract: ``cfg`` (clip shape, classes, normalisation, token
+grid), ``r`` / ``method`` / ``set_pruning`` / ``pruning()``, ``check_input``,
+``forward(x, return_trace=False)`` on ``B x 3 x F x H x W`` clips, ``meta_copy``
+(FLOPs) and ``patch_embed`` (the GradNorm maps of ``sta vis``).
+:class:`HFVideoClassifier` gives a ViViT, V-JEPA 2 (or VideoMAE) classifier from
+transformers exactly that; pruning itself is :func:`sta.patch_hf`'s.
 
 .. code-block:: python
 
@@ -23,19 +23,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sta.adapters.hf import family_for, forward_with_trace, patch_hf
-from sta.core.schedule import RSpec
-from sta.models.vit import ClipClassifier, TokenTrace, ViTConfig
+from sta.adapters.family import normalization
+from sta.adapters.hf import FAMILIES, family_for, forward_with_trace, patch_hf
+from sta.core.contract import ClipClassifier, ClipConfig, TokenTrace
+from sta.core.schedule import PruneStage, R, RSpec
 
 __all__ = ["HFModelConfig", "HFVideoClassifier", "hf_model_config"]
 
 
 @dataclass(frozen=True)
-class HFModelConfig(ViTConfig):
-    """A Hugging Face classifier's layout in :class:`sta.models.vit.ViTConfig` terms, plus its family.
+class HFModelConfig(ClipConfig):
+    """A Hugging Face classifier's clip and token grid (:class:`~sta.core.contract.ClipConfig`), plus its family.
 
-    Only the fields the CLI reads are filled (frames, size, patch, tubelet, classes, width, depth, heads,
-    mean / std for clips in [0, 1], as the processor amounts to); the rest keep ViTConfig's defaults.
+    ``mean`` / ``std`` are for clips in [0, 1], what the processor amounts to.
     """
 
     family: str = "videomae"  # config.json model_type: "vivit", "vjepa2", "videomae"
@@ -43,8 +43,6 @@ class HFModelConfig(ViTConfig):
 
 def hf_model_config(hf_config, mean=None, std=None) -> HFModelConfig:
     """The :class:`HFModelConfig` of a transformers config; mean / std default to the family's processor's."""
-    from sta.adapters.directory import FAMILIES, normalization
-
     family = FAMILIES[hf_config.model_type]
     default_mean, default_std = normalization({}, family)
     return HFModelConfig(family=family.model_type, **family.clip_fields(hf_config),
@@ -72,37 +70,37 @@ class HFVideoClassifier(ClipClassifier, nn.Module):
     # ------------------------------------------------------------------------------------------------ pruning
 
     @property
-    def r(self) -> tuple[int, int, int]:
+    def r(self) -> R:
         """Tokens dropped (or merged) per group at each of the three stages."""
-        return self.hf.sta_r
+        return self.hf.r
 
     @r.setter
     def r(self, value: RSpec) -> None:
-        self.hf.sta_r = value  # validated against the config and the method; unchanged on ValueError
+        self.hf.r = value  # validated against the config and the method; unchanged on ValueError
 
     @property
     def method(self) -> str:
         """Token-reduction method (``sta.core.methods.METHODS``); ``"sta"`` is the default and the paper's."""
-        return self.hf.sta_method
+        return self.hf.method
 
     @method.setter
     def method(self, value: str) -> None:
-        self.hf.sta_method = value
+        self.hf.method = value
 
     @property
-    def stages(self):
-        return self.hf.sta_stages
+    def stages(self) -> tuple[PruneStage, ...]:
+        return self.hf.stages
 
     def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
         """Set r and/or the method together (checked together: a pair that fits is accepted in any order)."""
-        self.hf.set_sta(r, method)
+        self.hf.set_pruning(r, method)
 
     # ------------------------------------------------------------------------------------------------ forward
 
     @property
     def patch_embed(self) -> nn.Module:
         """The submodule that outputs the ``B x T*S x C`` patch embeddings (``sta vis`` hooks it)."""
-        return self.hf.sta_inner._sta_family.patch_embedding(self.hf)
+        return type(self.hf)._sta_family.patch_embedding(self.hf)
 
     def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
         """``B x 3 x F x H x W`` clips -> logits ``B x num_classes``; with ``return_trace`` also a :class:`TokenTrace`

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from sta.core.prune import gather_tokens, normalize_keys, sta_keep_indices
 from sta.core.schedule import PruneStage
+from sta.errors import InvalidInput
 
 RANDOM_SEED = 0
 
@@ -129,10 +130,10 @@ METHODS: dict[str, Reducer] = {
 def check_method(method: str, stages: tuple[PruneStage, ...]) -> None:
     """Raise ``ValueError`` for an unknown method or an r the method cannot reach."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise InvalidInput(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "tome":
         for stage in stages:
             n = stage.tokens_in // stage.num_groups
             if stage.r > n // 2:
-                raise ValueError(f"tome merges at most half of each group: r={stage.r} after block {stage.block} "
-                                 f"exceeds {n // 2} (groups of {n} tokens)")
+                raise InvalidInput(f"tome merges at most half of each group: r={stage.r} after block {stage.block} "
+                                   f"exceeds {n // 2} (groups of {n} tokens)")

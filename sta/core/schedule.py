@@ -13,9 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
+from sta.errors import InvalidInput
+
 NUM_STAGES = 3
 
-RSpec = Union[int, Sequence[int]]  # noqa: UP007 (a runtime alias; `|` needs Python 3.10 objects)
+RSpec = Union[int, Sequence[int]]  # noqa: UP007 (what a user may pass: one int for every stage, or one per stage)
+R = tuple[int, int, int]  # r inside the code: tokens dropped per group at each stage (normalize_r makes it)
+UNPRUNED: R = (0, 0, 0)  # the baseline: the model without pruning (whatever its method)
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,14 @@ class PruneStage:
     tokens_out: int  # sequence length leaving it: num_groups * (tokens_in / num_groups - r)
 
 
-def normalize_r(r: RSpec) -> tuple[int, ...]:
+def normalize_r(r: RSpec) -> R:
     """One int for every stage (the release's ``--r``) or one per stage -> a tuple of 3 ints."""
     values = (r,) * NUM_STAGES if _is_int(r) else tuple(r) if isinstance(r, (tuple, list)) else ()
     if len(values) != NUM_STAGES or not all(_is_int(v) for v in values):
-        raise ValueError(f"r must be an int or {NUM_STAGES} ints (one per stage), got {r!r}")
+        raise InvalidInput(f"r must be an int or {NUM_STAGES} ints (one per stage), got {r!r}")
     values = tuple(int(v) for v in values)
     if any(v < 0 for v in values):
-        raise ValueError(f"r must be >= 0, got {r!r}")
+        raise InvalidInput(f"r must be >= 0, got {r!r}")
     return values
 
 
@@ -50,6 +54,18 @@ def _is_int(value) -> bool:
     except TypeError:
         return False
     return True
+
+
+def parse_r(text: str) -> int | tuple[int, ...]:
+    """r as people write it: ``"64"`` -> 64 (every stage), ``"64,32,16"`` -> one value per stage (``format_r``'s
+    inverse). ``ValueError`` for anything else; the count of values is checked where r is used."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidInput(f"r must be an int or comma-separated ints, got {text!r}", param="r") from None
+    if any(v < 0 for v in values):
+        raise InvalidInput(f"r must be 0 or more, got {text!r}", param="r")
+    return values[0] if len(values) == 1 else values
 
 
 def format_r(r: RSpec) -> str:
@@ -76,19 +92,19 @@ def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -
     if not any(rs):
         return ()  # plain VideoMAE: any layout works
     if num_slices < 4 or num_slices % 4:
-        raise ValueError(
+        raise InvalidInput(
             f"STA needs num_frames / tubelet_size divisible by 4 (groups of T, T/2, T/4 slices); got T={num_slices}"
         )
     blocks = stage_blocks(depth)
     if len(set(blocks)) < NUM_STAGES:
-        raise ValueError(f"STA needs depth >= {NUM_STAGES} so its three stage blocks differ; got depth={depth}")
+        raise InvalidInput(f"STA needs depth >= {NUM_STAGES} so its three stage blocks differ; got depth={depth}")
     stages = []
     tokens_in = (num_slices * tokens_per_slice,) + tokens_after_stages(num_slices, tokens_per_slice, rs)
     for k, (block, r_k) in enumerate(zip(blocks, rs)):
         groups = num_slices // 2**k
         n = tokens_in[k] // groups
         if n - r_k < 1:
-            raise ValueError(
+            raise InvalidInput(
                 f"r={r_k} at stage {k} (after block {block}) leaves groups of {n} tokens with {n - r_k}; "
                 f"r must be below {n} there (r given: {r!r})"
             )

@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from sta.errors import InvalidInput
+
 __all__ = ["ListFileError", "VideoEntry", "read_list_file"]
 
 # Plain decimal digits only: int() would also accept "+3", "1_0" or " 3",
@@ -23,7 +25,7 @@ __all__ = ["ListFileError", "VideoEntry", "read_list_file"]
 _LABEL_RE = re.compile(r"[0-9]+")
 
 
-class ListFileError(ValueError):
+class ListFileError(InvalidInput):
     """A list file line that is not ``<path> <non-negative int label>``."""
 
 
@@ -83,7 +85,7 @@ def read_list_file(
     ``>= num_classes``), or when the file has no entries at all.
     """
     if num_classes is not None and num_classes <= 0:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
+        raise InvalidInput(f"num_classes must be positive, got {num_classes}")
     # utf-8-sig: a BOM written by a spreadsheet tool must not end up in the first path.
     raw = Path(path).read_bytes()
     try:

@@ -21,6 +21,9 @@ import cv2
 import numpy as np
 import torch
 
+from sta.core.contract import IMAGENET_MEAN, IMAGENET_STD
+from sta.errors import InvalidInput
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -38,8 +41,6 @@ __all__ = [
     "to_uint8_frames",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PROTOCOLS = ("kinetics", "ssv2")
 # Release defaults of ``--test_num_segment`` per protocol (VideoMAE scripts:
 # Kinetics 5 clips x 3 crops, Something-Something V2 2 clips x 3 crops).
@@ -50,7 +51,7 @@ def _check_positive(**values: int) -> None:
     """Raise ValueError unless every given value is a positive int."""
     for name, value in values.items():
         if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,16 @@ class ViewProtocol:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+            raise InvalidInput(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         _check_positive(num_frames=self.num_frames, sampling_rate=self.sampling_rate,
                         num_segments=self.num_segments, num_crops=self.num_crops, crop_size=self.crop_size)
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean and std need 3 values, std above 0; got {self.mean}, {self.std}")
+            raise InvalidInput(f"mean and std need 3 values, std above 0; got {self.mean}, {self.std}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))  # lists from JSON compare equal
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.protocol == "ssv2" and self.num_segments > 2:
-            raise ValueError(f"ssv2 test sampling defines 1 or 2 temporal views, got num_segments={self.num_segments}")
+            raise InvalidInput("ssv2 test sampling defines 1 or 2 temporal views, got "
+                               f"num_segments={self.num_segments}", param="num_segments")
 
     @classmethod
     def for_dataset(cls, protocol: str, **overrides) -> ViewProtocol:
@@ -97,9 +99,9 @@ class ViewProtocol:
 
 
 class ClipView(NamedTuple):
-    """One test view: temporal ``chunk``, spatial ``crop``, ``clip`` 3 x T x S x S float32."""
+    """One test view: temporal ``segment``, spatial ``crop``, ``clip`` 3 x T x S x S float32."""
 
-    chunk: int
+    segment: int
     crop: int
     clip: torch.Tensor
 
@@ -111,9 +113,9 @@ def kinetics_test_indices(
 
     The release samples every ``sampling_rate``-th frame of the whole video,
     ``all_index = range(0, n, sampling_rate)``, pads it to ``num_frames`` by
-    repeating the last index, and takes clip ``chunk`` as ``num_frames``
+    repeating the last index, and takes clip ``segment`` as ``num_frames``
     consecutive sampled frames starting at
-    ``int(chunk * max((len(all_index) - num_frames) / (num_segments - 1), 0))``.
+    ``int(segment * max((len(all_index) - num_frames) / (num_segments - 1), 0))``.
     With ``num_segments == 1`` the release would divide by zero; we start at 0.
 
     ``num_video_frames``: the decoded frame count ``n`` (>= 1); ``num_frames``:
@@ -135,7 +137,7 @@ def kinetics_test_indices(
     else:
         # Same float expression as the release, so int() truncates identically.
         step = max(1.0 * (len(sampled) - num_frames) / (num_segments - 1), 0)
-    starts = [int(chunk * step) for chunk in range(num_segments)]
+    starts = [int(segment * step) for segment in range(num_segments)]
     return [sampled[s : s + num_frames].copy() for s in starts]
 
 
@@ -147,7 +149,7 @@ def ssv2_test_indices(
     The release splits the video into ``num_frames`` equal segments
     (``tick = n / num_frames``), takes ``int(tick / 2 + tick * x)`` (segment
     centres) and ``int(tick * x)`` (segment starts), sorts the ``2 * num_frames``
-    indices and gives view ``chunk`` the indices ``chunk::2``. Because
+    indices and gives view ``segment`` the indices ``segment::2``. Because
     ``int(tick*x) <= int(tick/2 + tick*x) <= int(tick*(x+1))``, view 0 is exactly
     the segment starts and view 1 exactly the segment centres.
 
@@ -167,7 +169,7 @@ def ssv2_test_indices(
     """
     _check_positive(num_video_frames=num_video_frames, num_frames=num_frames, num_segments=num_segments)
     if num_segments > 2:
-        raise ValueError(
+        raise InvalidInput(
             f"ssv2 test sampling defines 1 or 2 temporal views, got num_segments={num_segments}"
         )
     tick = num_video_frames / float(num_frames)
@@ -176,7 +178,7 @@ def ssv2_test_indices(
         return [np.asarray(centres, dtype=np.int64)]
     starts = [int(tick * x) for x in range(num_frames)]
     combined = np.sort(np.asarray(centres + starts, dtype=np.int64))
-    return [combined[chunk::2].copy() for chunk in range(num_segments)]
+    return [combined[segment::2].copy() for segment in range(num_segments)]
 
 
 def temporal_view_indices(num_video_frames: int, views: ViewProtocol) -> list[np.ndarray]:
@@ -215,7 +217,7 @@ def resize_short_side(frames: torch.Tensor | np.ndarray, size: int = 224) -> np.
     _check_positive(size=size)
     x = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
-        raise ValueError(f"expected N x H x W x 3 uint8 frames, got shape {tuple(x.shape)} {x.dtype}")
+        raise InvalidInput(f"expected N x H x W x 3 uint8 frames, got shape {tuple(x.shape)} {x.dtype}")
     height, width = x.shape[1:3]
     if (width <= height and width == size) or (height <= width and height == size):
         return x
@@ -236,7 +238,7 @@ def spatial_crop_starts(long_side: int, crop_size: int = 224, num_crops: int = 3
     """
     _check_positive(long_side=long_side, crop_size=crop_size, num_crops=num_crops)
     if long_side < crop_size:
-        raise ValueError(f"long side {long_side} is shorter than crop size {crop_size}")
+        raise InvalidInput(f"long side {long_side} is shorter than crop size {crop_size}")
     if num_crops == 1:
         return [(long_side - crop_size) // 2]
     step = 1.0 * (long_side - crop_size) / (num_crops - 1)
@@ -256,7 +258,7 @@ def normalize(frames: torch.Tensor | np.ndarray, mean: tuple[float, ...] = IMAGE
     """
     x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected T x H x W x 3 frames, got shape {tuple(x.shape)}")
+        raise InvalidInput(f"expected T x H x W x 3 frames, got shape {tuple(x.shape)}")
     x = x.permute(3, 0, 1, 2)
     if x.dtype == torch.uint8:
         # Transpose while still 1 byte per value, then work in place on the
@@ -284,7 +286,7 @@ def _rows_for(frame_indices: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     rows = np.minimum(np.searchsorted(frame_indices, wanted), len(frame_indices) - 1)
     missing = wanted[frame_indices[rows] != wanted]
     if missing.size:
-        raise ValueError(f"frames {missing[:8].tolist()} are needed but not in frame_indices")
+        raise InvalidInput(f"frames {missing[:8].tolist()} are needed but not in frame_indices")
     return rows
 
 
@@ -295,7 +297,7 @@ def make_test_views(
     frame_indices: np.ndarray | None = None,
     num_video_frames: int | None = None,
 ) -> list[ClipView]:
-    """All test views of one video: temporal clips x spatial crops, chunk-major, as the release orders them.
+    """All test views of one video: temporal clips x spatial crops, segment-major, as the release orders them.
 
     Per view, as the release: resize the short side to ``views.crop_size``
     (the release resizes to ``short_side_size`` and crops windows of that size;
@@ -306,21 +308,21 @@ def make_test_views(
     frames: ``K x H x W x 3`` uint8 RGB: the whole video (row ``i`` = frame
     ``i``), or the rows for ``frame_indices`` (sorted, unique; then
     ``num_video_frames`` is the video's length). Returns
-    ``views.num_views`` ``ClipView(chunk, crop, clip)``, clip ``3 x F x S x S`` float32.
+    ``views.num_views`` ``ClipView(segment, crop, clip)``, clip ``3 x F x S x S`` float32.
     """
     x = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
     if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"frames must be K x H x W x 3 uint8, got {tuple(x.shape)} {x.dtype}")
+        raise InvalidInput(f"frames must be K x H x W x 3 uint8, got {tuple(x.shape)} {x.dtype}")
     if frame_indices is None:
         if num_video_frames is not None and num_video_frames != x.shape[0]:
-            raise ValueError("without frame_indices, frames must hold the whole video")
+            raise InvalidInput("without frame_indices, frames must hold the whole video")
         n, known = x.shape[0], np.arange(x.shape[0], dtype=np.int64)
     else:
         if num_video_frames is None:
-            raise ValueError("frame_indices needs num_video_frames")
+            raise InvalidInput("frame_indices needs num_video_frames")
         n, known = num_video_frames, np.asarray(frame_indices, dtype=np.int64)
         if known.shape != (x.shape[0],) or np.any(np.diff(known) <= 0):
-            raise ValueError("frame_indices must be sorted, unique, one per row of frames")
+            raise InvalidInput("frame_indices must be sorted, unique, one per row of frames")
 
     size = views.crop_size
     clips = temporal_view_indices(n, views)
@@ -331,10 +333,10 @@ def make_test_views(
     height, width = ready.shape[-2:]
     starts = spatial_crop_starts(max(height, width), size, views.num_crops)
     out: list[ClipView] = []
-    for chunk, clip_idx in enumerate(clips):
+    for segment, clip_idx in enumerate(clips):
         clip = ready[:, torch.from_numpy(np.searchsorted(needed, clip_idx))]
         for crop, s in enumerate(starts):
             # The release crops along H when H >= W, else along W.
             window = clip[:, :, s : s + size, :] if height >= width else clip[:, :, :, s : s + size]
-            out.append(ClipView(chunk, crop, window.contiguous()))
+            out.append(ClipView(segment, crop, window.contiguous()))
     return out

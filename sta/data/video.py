@@ -34,6 +34,7 @@ import av
 import numpy as np
 
 from sta.data.sampling import ClipView, ViewProtocol, make_test_views, temporal_view_indices
+from sta.errors import InvalidInput, StaError
 
 __all__ = [
     "SampledFrames",
@@ -52,7 +53,7 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpe
 _NOT_VIDEO_FORMATS = frozenset({"tty"})
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(StaError, RuntimeError):
     """A video file that cannot be decoded; the message names file and reason."""
 
 
@@ -95,12 +96,12 @@ EBML_HEADER, MATROSKA_SEGMENT = 0x1A45DFA3, 0x18538067  # element IDs (Matroska 
 def _ebml_vint(data: bytes, i: int, is_id: bool) -> tuple[int | None, int]:
     """An EBML variable-length integer at ``data[i]``: (value, next offset); value None = "unknown size"."""
     if i >= len(data):
-        raise ValueError("cut short")
+        raise InvalidInput("cut short")
     length = 1
     while length <= 8 and not data[i] & (0x80 >> (length - 1)):
         length += 1
     if length > (4 if is_id else 8) or i + length > len(data):
-        raise ValueError("not EBML")
+        raise InvalidInput("not EBML")
     if is_id:  # IDs keep their length marker bits
         return int.from_bytes(data[i : i + length], "big"), i + length
     value = data[i] & ((0x80 >> (length - 1)) - 1)
@@ -289,12 +290,12 @@ def _as_indices(indices: Iterable[int] | np.ndarray) -> np.ndarray:
     """Validate frame indices as a flat non-negative int64 array."""
     idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
     if idx.size == 0:
-        raise ValueError("indices is empty")
+        raise InvalidInput("indices is empty")
     if not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"frame indices must be integers, got dtype {idx.dtype}")
     idx = idx.astype(np.int64).ravel()
     if idx.min() < 0:
-        raise ValueError(f"frame indices must be >= 0, got {int(idx.min())}")
+        raise InvalidInput(f"frame indices must be >= 0, got {int(idx.min())}")
     return idx
 
 
@@ -392,7 +393,7 @@ def read_test_views(
     ``"ssv2"``) whose release defaults ``overrides`` change
     (``read_test_views(path, "ssv2", crop_size=224)``). ``num_frames_hint``: an
     optional frame-count guess (see :func:`read_sampled_frames`).
-    Returns ``ClipView(chunk, crop, clip)`` per view, chunk-major like the
+    Returns ``ClipView(segment, crop, clip)`` per view, segment-major like the
     release, clip ``3 x F x S x S`` float32.
     """
     if isinstance(protocol, ViewProtocol):

@@ -37,6 +37,7 @@ from sta.deploy.runners import (
     Runner,
     TorchRunner,
 )
+from sta.errors import InvalidInput
 from sta.measure.speed import random_clips
 from sta.utils.device import parse_dtype
 from sta.utils.files import first_line
@@ -48,7 +49,19 @@ ONNX_SINGLE_FILE_LIMIT = 1_800_000_000  # bytes, under protobuf's 2 GB
 CHECK_BATCH = 2  # random clips the exported graph must agree on (and a batch other than 1: batch is dynamic)
 
 
-class ExportError(ValueError):
+def format_for(out: str | os.PathLike, fmt: str | None = None) -> str:
+    """The file format: ``fmt`` when given (and ``out`` must end in it), else ``out``'s suffix."""
+    out = os.fspath(out)
+    fmt = fmt or (os.path.splitext(out)[1].lstrip(".") or None)
+    if fmt not in FORMATS:
+        raise InvalidInput(f"say `format` onnx or pt2 (or give the output a .onnx / .pt2 name), got {out!r}",
+                           param="format")
+    if not out.endswith(f".{fmt}"):
+        raise InvalidInput(f"the output {out} must end in .{fmt} for format {fmt}", param="out")
+    return fmt
+
+
+class ExportError(InvalidInput):
     """The exported graph does not reproduce the eager model: nothing was written."""
 
 
@@ -90,10 +103,10 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
     out = Path(out)
     fmt = fmt or out.suffix.lstrip(".")
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)} (or an .onnx / .pt2 file name), got {fmt!r}")
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)} (or an .onnx / .pt2 file name), got {fmt!r}")
     if fmt == "onnx" and dtype != "float32":
-        raise ValueError("ONNX files are exported in float32; run them in bf16 with --backend openvino --dtype "
-                         "bfloat16")
+        raise InvalidInput("ONNX files are exported in float32; run them in bf16 with `backend` openvino and "
+                           "`dtype` bfloat16", param="dtype")
     model = model.to(dtype=parse_dtype(dtype)).eval()
     info = replace(info, dtype=dtype)
     graph = GraphForward(model).eval()
@@ -110,7 +123,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
             raise
         except Exception as err:  # the exporters raise many types; the user needs what failed, in one line
             raise ExportError(f"{fmt} export of this model failed ({type(err).__name__}: {first_line(err)}); "
-                              f"{out} was not written (--debug shows the traceback)") from err
+                              f"{out} was not written") from err
         check = compare(expected, got, dtype)
         if not check.ok:
             raise ExportError(
@@ -164,13 +177,15 @@ def runner_for(model: nn.Module, info: ModelInfo, backend: str = "torch", dtype:
                device: str = "cpu", compile: bool = False) -> Runner:
     """A runner for a live model: itself on ``torch``, or exported on the fly (checked) for an ONNX backend."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return TorchRunner(model, info, dtype=dtype, device=device, compile=compile)
     if compile:
-        raise ValueError("--compile is for --backend torch; ONNX backends compile the graph themselves")
+        raise InvalidInput("`compile` is for `backend` torch; ONNX backends compile the graph themselves",
+                           param="compile")
     if device != "cpu":
-        raise ValueError(f"--backend {backend} runs on the CPU here; use --backend torch for --device {device}")
+        raise InvalidInput(f"`backend` {backend} runs on the CPU here; use `backend` torch for `device` {device}",
+                           param="device")
     with tempfile.TemporaryDirectory(prefix="sta-onnx-") as tmp:
         export_model(model, Path(tmp) / "model.onnx", info)
         # Both backends read the file while opening it, so the folder can go afterwards.

@@ -20,7 +20,8 @@ import torch
 
 from sta.data import VideoEntry, ViewProtocol
 from sta.data.video import VIDEO_SUFFIXES
-from sta.evaluate.run import VideoViews, iterate_views, video_scores
+from sta.errors import InvalidInput
+from sta.evaluate.run import ViewDataset, iterate_views, video_scores
 from sta.utils.progress import Progress
 
 
@@ -53,7 +54,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         else:
             found = [item]  # a missing file is reported per video, like an undecodable one
         if not found:
-            raise ValueError(f"{item}: no videos there")
+            raise InvalidInput(f"{item}: no videos there")
         videos += found
     return videos
 
@@ -65,7 +66,7 @@ def predict_videos(runner: Callable[[torch.Tensor], torch.Tensor], videos: Seque
     jobs = [(i, VideoEntry(path, 0, i + 1, path), set()) for i, path in enumerate(videos)]
     bar = Progress(total=len(videos), unit="videos", enabled=progress and len(videos) > 1)
     try:
-        for item in iterate_views(VideoViews(jobs, views), num_workers):
+        for item in iterate_views(ViewDataset(jobs, views), num_workers):
             video = videos[item.index]
             if item.error is not None:
                 yield Prediction(video, [], 0, item.error)

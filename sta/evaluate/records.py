@@ -15,14 +15,15 @@ import os
 from pathlib import Path
 
 from sta.data import VideoEntry
+from sta.errors import OutputError, StaError
 
 # Model-description fields that say where the weights were, not what they are: a moved or
 # renamed checkpoint with the same sha256 resumes.
 PATH_FIELDS = ("checkpoint", "hf_model")
-RECORD_FIELDS = ("index", "chunk", "crop", "logits")
+RECORD_FIELDS = ("index", "segment", "crop", "logits")
 
 
-class ResumeMismatch(RuntimeError):
+class ResumeMismatch(StaError, RuntimeError):
     """The output directory holds predictions of a different model, r or protocol, or a damaged file."""
 
 
@@ -40,7 +41,7 @@ def predictions_path(output_dir: Path, rank: int, world_size: int) -> Path:
 
 def load_predictions(output_dir: Path, expected: dict, num_videos: int
                      ) -> dict[int, dict[tuple[int, int], list[float]]]:
-    """Finished views from every ``predictions*.jsonl`` in ``output_dir``: index -> (chunk, crop) -> logits.
+    """Finished views from every ``predictions*.jsonl`` in ``output_dir``: index -> (segment, crop) -> logits.
 
     Raises :class:`ResumeMismatch` for a file written for another fingerprint
     or damaged anywhere but its last line; a last line cut short by a crash
@@ -63,8 +64,8 @@ def load_predictions(output_dir: Path, expected: dict, num_videos: int
             record = _parse(path, number, line, last=number == len(lines))
             if record is None:
                 continue
-            index, chunk, crop, logits = _check_record(path, number, record, num_videos)
-            done.setdefault(index, {})[(chunk, crop)] = logits
+            index, segment, crop, logits = _check_record(path, number, record, num_videos)
+            done.setdefault(index, {})[(segment, crop)] = logits
     return done
 
 
@@ -81,19 +82,21 @@ def _parse(path: Path, number: int, line: str, last: bool):
 def _check_record(path: Path, number: int, record, num_videos: int) -> tuple[int, int, int, list[float]]:
     if isinstance(record, dict) and "fingerprint" in record:
         raise ResumeMismatch(_damaged(path, number, "a second header (two runs' files joined?)"))
+    if isinstance(record, dict) and "chunk" in record and "segment" not in record:
+        record["segment"] = record.pop("chunk")  # files written by sta-prune 0.2 called the segment "chunk"
     if not isinstance(record, dict) or any(k not in record for k in RECORD_FIELDS):
         raise ResumeMismatch(_damaged(path, number, f"not a view record (needs {', '.join(RECORD_FIELDS)})"))
-    index, chunk, crop, logits = (record[k] for k in RECORD_FIELDS)
-    if not all(type(v) is int and v >= 0 for v in (index, chunk, crop)) or index >= num_videos:
-        raise ResumeMismatch(_damaged(path, number, "index, chunk and crop must be in range"))
+    index, segment, crop, logits = (record[k] for k in RECORD_FIELDS)
+    if not all(type(v) is int and v >= 0 for v in (index, segment, crop)) or index >= num_videos:
+        raise ResumeMismatch(_damaged(path, number, "index, segment and crop must be in range"))
     if not isinstance(logits, list) or not logits or not all(isinstance(v, (int, float)) for v in logits):
         raise ResumeMismatch(_damaged(path, number, "logits must be a list of numbers"))
-    return index, chunk, crop, logits
+    return index, segment, crop, logits
 
 
 def _damaged(path: Path, number: int, what: str) -> str:
     return (f"{path}, line {number}: {what}. The file is damaged or was not written by `sta eval`: "
-            "move it away to start over, or use another --output_dir")
+            "move it away to start over, or use another `output_dir`")
 
 
 def _mismatch_message(path: Path, found, expected: dict) -> str:
@@ -103,7 +106,7 @@ def _mismatch_message(path: Path, found, expected: dict) -> str:
     diffs = [f"{k}: stored {stored.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(stored) | set(now))
              if stored.get(k) != now.get(k)]
     return (f"{path} holds predictions of a different run ({'; '.join(diffs)}). "
-            "Refusing to mix them: use another --output_dir, or delete the file to start over.")
+            "Refusing to mix them: use another `output_dir`, or delete the file to start over.")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -128,7 +131,7 @@ class PredictionWriter:
             fresh = not path.exists() or path.stat().st_size == 0
             self.file = open(path, "a", encoding="utf-8")
         except OSError as err:
-            raise OSError(f"cannot write predictions to {path}: {err.strerror or err}") from err
+            raise OutputError(f"cannot write predictions to {path}: {err.strerror or err}") from err
         if fresh:
             self._write([{"fingerprint": header}])
 
@@ -142,7 +145,7 @@ class PredictionWriter:
             self.file.flush()
             os.fsync(self.file.fileno())
         except OSError as err:  # a full disk, most often: name the file so the user knows where
-            raise OSError(f"cannot write predictions to {self.path}: {err.strerror or err}") from err
+            raise OutputError(f"cannot write predictions to {self.path}: {err.strerror or err}") from err
 
     def close(self) -> None:
         try:
@@ -192,7 +195,7 @@ class OutputLock:
         except BlockingIOError:
             self.file.close()
             raise ResumeMismatch(f"another `sta eval` is writing to {self.path.parent} (lock {self.path}); "
-                                 "wait for it to finish, or use another --output_dir") from None
+                                 "wait for it to finish, or use another `output_dir`", param="output_dir") from None
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,9 @@ import torch.distributed as dist
 from torch import nn
 
 from sta.data import VideoDecodeError, VideoEntry, ViewProtocol, read_test_views
+from sta.data.datasets import DATASETS
 from sta.deploy.runners import Runner
+from sta.errors import InvalidInput, OutputError
 from sta.evaluate.records import (
     OutputLock,
     PredictionWriter,
@@ -35,12 +38,6 @@ from sta.evaluate.records import (
 )
 from sta.utils.device import parse_dtype, resolve_device
 from sta.utils.progress import Progress
-
-DATASETS = {  # --data_set -> (sampling protocol, classes)
-    "Kinetics-400": ("kinetics", 400),
-    "Kinetics-710": ("kinetics", 710),
-    "SSV2": ("ssv2", 174),
-}
 
 __all__ = ["DATASETS", "EvalSettings", "EvalSummary", "ResumeMismatch", "evaluate", "video_scores"]
 
@@ -60,9 +57,9 @@ class EvalSettings:
     def __post_init__(self) -> None:
         parse_dtype(self.dtype)
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+            raise InvalidInput(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if int(self.num_workers) != self.num_workers or self.num_workers < 0:
-            raise ValueError(f"num_workers must be 0 or more, got {self.num_workers!r}")
+            raise InvalidInput(f"num_workers must be 0 or more, got {self.num_workers!r}")
 
     def protocol_fields(self) -> dict:
         return {**self.views.to_dict(), "dtype": self.dtype, "backend": self.backend}
@@ -94,7 +91,7 @@ class EvalSummary:
 class VideoScore:
     label: int
     video_id: str
-    views: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (chunk, crop) -> logits
+    logits: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (segment, crop) -> logits
 
 
 # --------------------------------------------------------------------------- data
@@ -105,15 +102,15 @@ class VideoItem:
 
     index: int
     error: str | None = None
-    keys: list[tuple[int, int]] = field(default_factory=list)  # (chunk, crop) of each clip
+    keys: list[tuple[int, int]] = field(default_factory=list)  # (segment, crop) of each clip
     clips: torch.Tensor | None = None
 
 
-class VideoViews(torch.utils.data.Dataset):
+class ViewDataset(torch.utils.data.Dataset):
     """One item per video: its still-missing views, or the reason it cannot be decoded."""
 
-    def __init__(self, jobs: list[tuple[int, VideoEntry, set[tuple[int, int]]]], views: ViewProtocol):
-        self.jobs, self.views = jobs, views
+    def __init__(self, jobs: list[tuple[int, VideoEntry, set[tuple[int, int]]]], protocol: ViewProtocol):
+        self.jobs, self.protocol = jobs, protocol
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -121,11 +118,11 @@ class VideoViews(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> VideoItem:
         index, entry, done = self.jobs[i]
         try:
-            views = read_test_views(entry.path, self.views)
+            views = read_test_views(entry.path, self.protocol)
         except (VideoDecodeError, OSError) as err:  # a problem of this video; anything else is a bug and raises
             return VideoItem(index, error=str(err))
-        views = [v for v in views if (v.chunk, v.crop) not in done]
-        return VideoItem(index, keys=[(v.chunk, v.crop) for v in views],
+        views = [v for v in views if (v.segment, v.crop) not in done]
+        return VideoItem(index, keys=[(v.segment, v.crop) for v in views],
                          clips=torch.stack([v.clip for v in views]) if views else None)
 
 
@@ -133,7 +130,7 @@ def _identity(item):
     return item
 
 
-def iterate_views(dataset: VideoViews, num_workers: int) -> Iterator[VideoItem]:
+def iterate_views(dataset: ViewDataset, num_workers: int) -> Iterator[VideoItem]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=num_workers,
                                          collate_fn=_identity, prefetch_factor=2 if num_workers else None)
     yield from loader
@@ -179,9 +176,9 @@ def count_hits(scores: dict[int, VideoScore], num_views: int) -> Tally:
     """Top-1 / top-5 hits over the videos whose ``num_views`` views are all there."""
     total = Tally()
     for s in scores.values():
-        if len(s.views) == num_views:
-            ranked = np.argsort(-video_scores(s.views), kind="stable")
-            total += Tally(1, len(s.views), int(ranked[0] == s.label), int(s.label in ranked[:5]))
+        if len(s.logits) == num_views:
+            ranked = np.argsort(-video_scores(s.logits), kind="stable")
+            total += Tally(1, len(s.logits), int(ranked[0] == s.label), int(s.label in ranked[:5]))
     return total
 
 
@@ -271,8 +268,8 @@ def _run(model: nn.Module | Runner, entries: list[VideoEntry], settings: EvalSet
     all_views = {(c, k) for c in range(views.num_segments) for k in range(views.num_crops)}
     mine = list(range(rank, len(entries), world))
     scores = {i: VideoScore(entries[i].label, entries[i].video_id, dict(done.get(i, {}))) for i in mine}
-    jobs = [(i, entries[i], set(scores[i].views)) for i in mine if not all_views <= set(scores[i].views)]
-    resumed = sum(len(scores[i].views) for i in mine)
+    jobs = [(i, entries[i], set(scores[i].logits)) for i in mine if not all_views <= set(scores[i].logits)]
+    resumed = sum(len(scores[i].logits) for i in mine)
 
     forward = _forward(model, settings)
     writer = PredictionWriter(predictions_path(output_dir, rank, world), expected)
@@ -286,18 +283,18 @@ def _run(model: nn.Module | Runner, entries: list[VideoEntry], settings: EvalSet
         records = []
         for (index, key, _), row in zip(batch, logits):
             values = row.tolist()
-            scores[index].views[key] = values
-            records.append(dict(index=index, video=entries[index].video_id, chunk=key[0], crop=key[1],
+            scores[index].logits[key] = values
+            records.append(dict(index=index, video=entries[index].video_id, segment=key[0], crop=key[1],
                                 label=entries[index].label, logits=values))
         writer.write(records)
 
     try:
-        for item in iterate_views(VideoViews(jobs, views), settings.num_workers):
+        for item in iterate_views(ViewDataset(jobs, views), settings.num_workers):
             if item.error is not None:
-                stored = len(scores[item.index].views)
+                stored = len(scores[item.index].logits)
                 note = f" ({stored} views from an earlier run not counted)" if stored else ""
                 skipped.append(dict(video=entries[item.index].video_id, reason=item.error + note))
-                scores[item.index].views.clear()
+                scores[item.index].logits.clear()
             elif item.clips is not None:
                 pending.extend((item.index, key, clip) for key, clip in zip(item.keys, item.clips))
             while len(pending) >= settings.batch_size:
@@ -319,14 +316,14 @@ def write_summary(path: Path, summary: EvalSummary) -> None:
     try:
         path.write_text(json.dumps(summary.to_dict(), indent=1, allow_nan=False) + "\n")
     except OSError as err:
-        raise OSError(f"cannot write {path}: {err.strerror or err}") from err
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def write_tensorboard(log_dir: str, summary: EvalSummary) -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        print(f"note: --log_dir {log_dir} ignored: TensorBoard logging needs `pip install tensorboard`")
+        warnings.warn(f"`log_dir` {log_dir} ignored: TensorBoard logging needs `pip install tensorboard`", stacklevel=2)
         return
     with SummaryWriter(log_dir) as tb:
         for key in ("top1", "top5", "gflops_per_view", "wall_time_s"):

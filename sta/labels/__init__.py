@@ -15,20 +15,20 @@ import json
 from functools import cache
 from pathlib import Path
 
+from sta.data.datasets import DATASETS as _DATASETS
+from sta.data.datasets import dataset
+from sta.errors import InvalidInput
+
 HERE = Path(__file__).resolve().parent
-DATASETS = ("kinetics400", "kinetics710", "ssv2")
-# Spellings users bring from the release's --data_set and from other tools.
-ALIASES = {"kinetics-400": "kinetics400", "k400": "kinetics400", "kinetics-710": "kinetics710", "k710": "kinetics710",
-           "ssv2": "ssv2", "something-something-v2": "ssv2", "sthv2": "ssv2"}
+DATASETS = tuple(entry.labels for entry in _DATASETS.values())  # the class-name files that ship here
 
 
 def canonical_name(name: str) -> str:
     """``"Kinetics-400"`` / ``"k400"`` / ``"kinetics400"`` -> ``"kinetics400"``; ``ValueError`` if unknown."""
-    key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"no class names for {name!r}; known: {', '.join(DATASETS)}")
-    return key
+    try:
+        return dataset(name).labels
+    except InvalidInput:
+        raise InvalidInput(f"no class names for {name!r}; known: {', '.join(DATASETS)}") from None
 
 
 @cache
@@ -56,10 +56,10 @@ def read_label_file(path: str | Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise InvalidInput(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
-        raise ValueError(f"{path}: no class names (empty file)")
+        raise InvalidInput(f"{path}: no class names (empty file)")
     return names
 
 

@@ -1,1 +1,2 @@
-"""Cost of a model: FLOPs in the paper's convention (``flops``) and wall-clock speed (``speed``)."""
+"""What a model does at a given r: FLOPs in the paper's convention (``flops``), wall-clock speed (``speed``), and
+how much GradNorm each method keeps (``gradnorm``, with the streaming statistics of ``stats``)."""

@@ -21,6 +21,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sta.core.contract import ClipClassifier
+from sta.core.schedule import R, RSpec, tokens_after_stages
+from sta.errors import InvalidInput
+
 aten = torch.ops.aten
 
 
@@ -94,7 +98,7 @@ class FlopCounter(TorchDispatchMode):
 
 @dataclass(frozen=True)
 class FlopsReport:
-    r: tuple[int, ...]
+    r: R
     tokens: tuple[int, ...]  # tokens alive after each pruning stage
     flops: int  # multiply-adds per view
     by_op: dict[str, int]
@@ -128,8 +132,6 @@ def count_flops_by_op(model: nn.Module, input_shape: tuple[int, ...] | None = No
 
 def flops_report(model: nn.Module) -> FlopsReport:
     """Per-view multiply-adds of a backbone at its current ``r``, with the token counts per stage."""
-    from sta.core.schedule import tokens_after_stages
-
     counter = count_flops_by_op(model)
     cfg = model.cfg
     tokens = tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)
@@ -138,14 +140,40 @@ def flops_report(model: nn.Module) -> FlopsReport:
 
 def _meta_copy(model: nn.Module) -> nn.Module:
     """The same architecture on the meta device, without copying weights (a ViT-L copy would cost 1.2 GB)."""
-    from sta.models.vit import VisionTransformer
-
-    if hasattr(model, "meta_copy"):  # adapters know how to rebuild themselves without their weights
+    if isinstance(model, ClipClassifier):  # the model contract: every model rebuilds itself without its weights
         return model.meta_copy()
-    if type(model) is VisionTransformer:
-        with torch.device("meta"):
-            return VisionTransformer(model.cfg, r=model.r, method=model.method).to(next(model.parameters()).dtype)
     return copy.deepcopy(model).to("meta")
+
+
+@dataclass(frozen=True)
+class FlopsRow:
+    """One row of ``sta flops``: a model at one r."""
+
+    r: R
+    method: str
+    tokens: tuple[int, ...]  # alive after each stage
+    flops: int  # multiply-adds per view
+    reduction: float  # 1 - flops / flops at r = 0
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+    def to_dict(self) -> dict:
+        return dict(r=list(self.r), method=self.method, tokens=list(self.tokens), gflops=self.gflops,
+                    flops=self.flops, reduction=self.reduction)
+
+
+def flops_table(model: nn.Module, rs: list[RSpec]) -> list[FlopsRow]:
+    """The model's per-view FLOPs at each r (its method), against r = 0; the model's r is left as it was."""
+    with model.pruning(r=0):
+        base = count_flops(model)
+    rows = []
+    for r in rs:
+        with model.pruning(r=r):
+            report = flops_report(model)
+        rows.append(FlopsRow(report.r, model.method, report.tokens, report.flops, 1 - report.flops / base))
+    return rows
 
 
 def _on_meta(model: nn.Module) -> bool:
@@ -160,13 +188,11 @@ def r_for_budget(model: nn.Module, flops_reduction: float | None = None, keep_ra
     ``keep_ratio``: fraction of the tokens left after the last stage (at most this many).
     Raises ``ValueError`` if no r reaches it. The model's r is left unchanged.
     """
-    from sta.core.schedule import tokens_after_stages
-
     if (flops_reduction is None) == (keep_ratio is None):
-        raise ValueError("give exactly one of flops_reduction and keep_ratio")
+        raise InvalidInput("give exactly one of flops_reduction and keep_ratio")
     target = flops_reduction if flops_reduction is not None else keep_ratio
     if not 0 < target < 1:
-        raise ValueError(f"a budget is a fraction between 0 and 1, got {target}")
+        raise InvalidInput(f"a budget is a fraction between 0 and 1, got {target}")
     cfg = model.cfg
     total = cfg.num_slices * cfg.tokens_per_slice
     with model.pruning(r=0):
@@ -180,7 +206,7 @@ def r_for_budget(model: nn.Module, flops_reduction: float | None = None, keep_ra
 
     lo, hi = 1, _largest_r(model)
     if hi < 1 or not meets(hi):
-        raise ValueError(f"no r reaches that budget on this model (largest valid r is {hi})")
+        raise InvalidInput(f"no r reaches that budget on this model (largest valid r is {hi})")
     while lo < hi:  # FLOPs fall and tokens fall as r grows: bisect for the first r that meets it
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if meets(mid) else (mid + 1, hi)

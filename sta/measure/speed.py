@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from sta.core.schedule import RSpec, normalize_r
+from sta.core.schedule import R, normalize_r
 from sta.utils.device import parse_dtype, resolve_device, synchronize
 
 
@@ -62,7 +62,7 @@ def random_clips(model: nn.Module, batch_size: int, dtype: torch.dtype, device: 
 class BenchRow:
     """Speed of one configuration."""
 
-    r: RSpec
+    r: R
     batch_size: int
     dtype: str
     device: str
@@ -71,7 +71,7 @@ class BenchRow:
     speedup: float  # over r=0, measured in the same call
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(asdict(self), r=list(self.r))
 
 
 def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "float32", device: str = "cpu",
@@ -95,5 +95,13 @@ def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "flo
         with model.pruning(r=r):
             timings.append(time_forward(model if make_runner is None else make_runner(model), clips, warmup, repeats))
     base = next(t for r, t in zip(rs, timings) if normalize_r(r) == (0, 0, 0)).ms_per_clip
-    return [BenchRow(r, batch_size, dtype, str(torch_device), t.ms_per_clip, t.clips_per_s, base / t.ms_per_clip)
-            for r, t in zip(rs, timings)]
+    return [BenchRow(normalize_r(r), batch_size, dtype, str(torch_device), t.ms_per_clip, t.clips_per_s,
+                     base / t.ms_per_clip) for r, t in zip(rs, timings)]
+
+
+def time_graph(runner: Callable[[torch.Tensor], object], num_frames: int, img_size: int, batch_size: int = 1,
+               warmup: int = 2, repeats: int = 5) -> Timing:
+    """Speed of a fixed graph (an exported file's runner) on random float32 ``B x 3 x F x S x S`` clips."""
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.randn(batch_size, 3, num_frames, img_size, img_size, generator=gen)
+    return time_forward(runner, clips, warmup, repeats)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from sta.errors import InvalidInput, StaError
 from sta.models.heads import K400, K710, K710_TO_K400, is_k710_head, k710_to_k400_head
 from sta.utils.files import first_line
 
@@ -37,7 +38,7 @@ WRAPPER_KEYS = ("model", "module", "state_dict", "model_state")
 KEY_PREFIXES = ("module.", "_orig_mod.", "backbone.", "encoder.")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StaError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
@@ -50,7 +51,8 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe: bool = False) -> dict
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint {path!r} is a directory; for a Hugging Face model folder use --hf-model")
+        raise CheckpointError(f"checkpoint {path!r} is a directory; for a Hugging Face model folder use `hf_model`",
+                              param="ckpt_path")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     with open(path, "rb") as f:
@@ -72,12 +74,12 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe: bool = False) -> dict
                 raise CheckpointError(
                     f"checkpoint {path!r} holds objects that run code when unpickled ({', '.join(culprits[:5])}): "
                     "loading it can execute arbitrary code. Only if you trust where the file comes from, pass "
-                    "--allow-unsafe-checkpoint (Python: allow_unsafe=True)."
+                    "`allow_unsafe`."
                 ) from err
         if not magic.startswith(ZIP_MAGIC):
             raise CheckpointError(f"{path!r} is not a PyTorch checkpoint that loads safely: a pickle holding "
                                   "objects other than tensors. If it is a legacy checkpoint you trust, pass "
-                                  "--allow-unsafe-checkpoint (it may run arbitrary code).") from err
+                                  "`allow_unsafe` (it may run arbitrary code).") from err
         detail = re.search(r"WeightsUnpickler error: \s*(.+)", text)
         reason = detail.group(1).strip() if detail else first_line(err)
         raise CheckpointError(f"checkpoint {path!r} is not a readable PyTorch file (truncated or damaged?): "
@@ -185,13 +187,13 @@ def _mismatch_hint(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) 
     (want_width, want_depth), (got_width, got_depth) = size(expected), size(state)
     if got_width is not None and (got_width, got_depth) != (want_width, want_depth):
         return (f"the checkpoint is a different model size: width {got_width}, depth {got_depth}; the model has "
-                f"width {want_width}, depth {want_depth}; pick the matching --model")
+                f"width {want_width}, depth {want_depth}; pick the matching `model`")
     head, got_head = expected.get("head.weight"), state.get("head.weight")
     if head is not None and got_head is not None and head.shape != got_head.shape:
         extra = (f" (a Kinetics-710 head maps only to {K400} classes)"
                  if got_head.shape[0] == K710 and head.shape[0] != K400 else "")
         return (f"the checkpoint's head has {got_head.shape[0]} classes, the model {head.shape[0]}: "
-                f"check --nb_classes{extra}")
+                f"check `num_classes`{extra}")
     if any(k.startswith("decoder.") for k in state) or any(k.startswith("encoder.") for k in state):
         return "this looks like a pre-training checkpoint (encoder + decoder, no classifier): use fine-tuned weights"
     return "different parameter names or shapes"
@@ -214,7 +216,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, allow_unsafe: bool =
                  head_map: str | None = "auto", stacklevel: int = 2) -> str | None:
     """:func:`load_checkpoint`, returning the head mapping applied (``"k710->k400"``) or None."""
     if head_map not in HEAD_MAPS:
-        raise ValueError(f"head_map must be one of {', '.join(map(repr, HEAD_MAPS))}, got {head_map!r}")
+        raise InvalidInput(f"head_map must be one of {', '.join(map(repr, HEAD_MAPS))}, got {head_map!r}")
     state = extract_state_dict(read_checkpoint(path, allow_unsafe))
     refuse_unsupported(state)
     applied = None

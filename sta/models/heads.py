@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
+from sta.errors import InvalidInput
 from sta.labels import k710_to_k400
 
 K710, K400 = 710, 400
@@ -38,13 +39,13 @@ def select_head_rows(state: Mapping[str, Tensor], rows: Sequence[int]) -> dict[s
     """
     missing = [k for k in HEAD_KEYS if k not in state]
     if missing:
-        raise ValueError(f"state dict has no classifier head ({', '.join(missing)} missing)")
+        raise InvalidInput(f"state dict has no classifier head ({', '.join(missing)} missing)")
     num = head_rows(state)
     if state["head.bias"].shape[0] != num:
-        raise ValueError(f"head.weight has {num} rows but head.bias {state['head.bias'].shape[0]}")
+        raise InvalidInput(f"head.weight has {num} rows but head.bias {state['head.bias'].shape[0]}")
     bad = [r for r in rows if not 0 <= r < num]
     if bad:
-        raise ValueError(f"head rows {bad[:5]} are out of range for a head of {num} classes")
+        raise InvalidInput(f"head rows {bad[:5]} are out of range for a head of {num} classes")
     index = list(rows)
     return {**state, **{k: state[k][index].clone() for k in HEAD_KEYS}}
 
@@ -56,7 +57,7 @@ def k710_to_k400_head(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     Raises ``ValueError`` unless the head has 710 rows.
     """
     if head_rows(state) != K710:
-        raise ValueError(f"expected a {K710}-class (Kinetics-710) head, got {head_rows(state)} classes")
+        raise InvalidInput(f"expected a {K710}-class (Kinetics-710) head, got {head_rows(state)} classes")
     rows = k710_to_k400()
     assert len(rows) == K400
     return select_head_rows(state, rows)

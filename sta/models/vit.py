@@ -1,16 +1,15 @@
 """VideoMAE ViT classifier with STA pruning after three blocks.
 
 Parameter names match the VideoMAE release (V1 and V2 share them), so release
-checkpoints load with ``strict=True``. Attention runs through ``scaled_dot_product_attention`` (see
-``attention.py``); STA only needs each pruned block's keys, never the
-attention matrix.
+checkpoints load with ``strict=True``. Attention runs through
+:func:`sta.core.attention.attend` (fused SDPA, or blocked matmuls for bf16 / fp16
+on the CPU); STA only needs each pruned block's keys, never the attention matrix.
+The model honours :class:`sta.core.contract.ClipClassifier`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,40 +17,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sta.core.attention import attend
+from sta.core.contract import ClipClassifier, ClipConfig, TokenTrace
 from sta.core.methods import METHODS, ReductionState, check_method
-from sta.core.schedule import RSpec, build_stages, normalize_r, stage_blocks
-from sta.data.sampling import IMAGENET_MEAN, IMAGENET_STD
+from sta.core.schedule import R, RSpec, build_stages, normalize_r, stage_blocks
+from sta.errors import InvalidInput
+
+__all__ = ["MODEL_CONFIGS", "TokenTrace", "ViTConfig", "VisionTransformer", "create_model", "sinusoid_table"]
 
 
 @dataclass(frozen=True)
-class ViTConfig:
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
+class ViTConfig(ClipConfig):
+    """The clip and grid fields of :class:`~sta.core.contract.ClipConfig` plus what only our ViT has."""
+
     mlp_ratio: float = 4.0
-    patch_size: int = 16
-    tubelet_size: int = 2  # frames per token
-    num_frames: int = 16
-    img_size: int = 224
-    in_chans: int = 3
-    num_classes: int = 400  # Kinetics-400; 174 for Something-Something V2
     norm_eps: float = 1e-6  # the release uses 1e-6 in every LayerNorm
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalisation the weights expect (release: ImageNet)
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @property
-    def num_slices(self) -> int:
-        """T: temporal slices (8 for 16 frames, tubelet 2)."""
-        return self.num_frames // self.tubelet_size
-
-    @property
-    def tokens_per_slice(self) -> int:
-        """S: spatial tokens per slice (196 for 224 / 16)."""
-        return (self.img_size // self.patch_size) ** 2
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
 
     @property
     def mlp_hidden(self) -> int:
@@ -151,52 +130,18 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-@dataclass
-class TokenTrace:
-    """What one forward did to the tokens, for visualisation and tests.
-
-    ``positions[k]`` is ``B x L_k`` int64: the original positions
-    (``tau * S + s``, 0..T*S-1) of the tokens alive after pruning stage ``k``
-    (k = 0, 1, 2), in sequence order. A stage with r = 0 repeats the previous.
-    """
-
-    positions: list[Tensor] = field(default_factory=list)
-
-
-class ClipClassifier:
-    """What every model the commands run shares (ours and the adapters'): they have ``cfg``, ``r``, ``method``
-    and ``set_pruning``; this adds ``pruning()`` and the input check."""
-
-    def check_input(self, x: Tensor) -> None:
-        """``ValueError`` unless ``x`` is ``B x 3 x F x H x W`` with the model's frames and size."""
-        cfg = self.cfg
-        expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
-        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected clips of shape B x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
-
-    @contextmanager
-    def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator:
-        """Run at another r / method inside the block; the old ones come back after, even on an error."""
-        saved = self.r, self.method
-        try:
-            self.set_pruning(r, method)
-            yield self
-        finally:
-            self.set_pruning(*saved)
-
-
 class VisionTransformer(ClipClassifier, nn.Module):
     """VideoMAE ViT classifier; ``r`` (int or one per stage) sets STA's strength, 0 = no pruning."""
 
     def __init__(self, cfg: ViTConfig, r: RSpec = 0, method: str = "sta"):
         super().__init__()
         if cfg.img_size % cfg.patch_size or cfg.num_frames % cfg.tubelet_size:
-            raise ValueError(
+            raise InvalidInput(
                 f"img_size {cfg.img_size} must be divisible by patch_size {cfg.patch_size} and num_frames "
                 f"{cfg.num_frames} by tubelet_size {cfg.tubelet_size}"
             )
         if cfg.embed_dim % cfg.num_heads:
-            raise ValueError(f"embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
+            raise InvalidInput(f"embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
         self.cfg = cfg
         self._method = "sta"
         self.patch_embed = PatchEmbed(cfg)
@@ -212,7 +157,7 @@ class VisionTransformer(ClipClassifier, nn.Module):
         self.method = method
 
     @property
-    def r(self) -> tuple[int, int, int]:
+    def r(self) -> R:
         """Tokens dropped per group at each of the three stages."""
         return self._r
 
@@ -242,6 +187,12 @@ class VisionTransformer(ClipClassifier, nn.Module):
             self.r = r
         if method is not None:
             self.method = method
+
+    def meta_copy(self) -> VisionTransformer:
+        """The same architecture, r and method on the meta device, without copying a weight (for FLOPs)."""
+        with torch.device("meta"):
+            copy = VisionTransformer(self.cfg, r=self.r, method=self.method)
+        return copy.to(next(self.parameters()).dtype)
 
     def forward_features(self, x: Tensor, trace: TokenTrace | None = None) -> Tensor:
         """``B x 3 x F x H x W`` -> pooled, normalised features ``B x C``."""
@@ -286,7 +237,7 @@ def create_model(
     ``embed_dim``, ``depth``, ``num_heads``, ...), e.g. for tiny test models.
     """
     if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
+        raise InvalidInput(f"unknown model {name!r}; choose one of {', '.join(MODEL_CONFIGS)}")
     cfg = ViTConfig(
         num_classes=num_classes, num_frames=num_frames, img_size=img_size, tubelet_size=tubelet_size,
         **{**MODEL_CONFIGS[name], **overrides},

@@ -6,6 +6,8 @@ import json
 import os
 from collections.abc import Iterable
 
+from sta.errors import InvalidInput
+
 
 def first_line(err: BaseException) -> str:
     """An exception's message cut to its first line (libraries' messages run long), or its type's name."""
@@ -19,7 +21,7 @@ def read_json(file: str | os.PathLike):
         with open(file, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{os.fspath(file)}: not valid JSON ({err})") from None
+        raise InvalidInput(f"{os.fspath(file)}: not valid JSON ({err})") from None
 
 
 def hf_model_type(path: str | os.PathLike, supported: Iterable[str]) -> str:
@@ -27,13 +29,13 @@ def hf_model_type(path: str | os.PathLike, supported: Iterable[str]) -> str:
     path = os.fspath(path)
     config = os.path.join(path, "config.json")
     if not os.path.isdir(path):
-        raise ValueError(f"{path!r} is not a local Hugging Face model directory (config.json + weights)")
+        raise InvalidInput(f"{path!r} is not a local Hugging Face model directory (config.json + weights)")
     if not os.path.isfile(config):
-        raise ValueError(f"{path!r} has no config.json: not a Hugging Face model directory")
+        raise InvalidInput(f"{path!r} has no config.json: not a Hugging Face model directory")
     data = read_json(config)
     family = data.get("model_type") if isinstance(data, dict) else None
     supported = list(supported)
     if family not in supported:
         names = ", ".join(repr(name) for name in supported)
-        raise ValueError(f"{config}: model_type {family!r} is not supported (supported: {names})")
+        raise InvalidInput(f"{config}: model_type {family!r} is not supported (supported: {names})")
     return family

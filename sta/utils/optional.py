@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from sta.errors import MissingDependency
+
 HF_INSTALL_HINT = 'transformers is needed for Hugging Face models: pip install "sta-prune[hf]"'
 
 
@@ -16,7 +18,7 @@ def require_transformers() -> ModuleType:
     try:
         import transformers
     except ImportError as err:
-        raise ImportError(HF_INSTALL_HINT) from err
+        raise MissingDependency(HF_INSTALL_HINT) from err
     return transformers
 
 
@@ -25,7 +27,7 @@ def require_pillow():
     try:
         from PIL import Image, ImageDraw
     except ImportError as err:
-        raise ImportError('images need Pillow: pip install "sta-prune[plot]"') from err
+        raise MissingDependency('images need Pillow: pip install "sta-prune[plot]"') from err
     return Image, ImageDraw
 
 
@@ -37,7 +39,7 @@ def require_matplotlib():
         matplotlib.use("Agg")  # files only, no display needed
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise ImportError('plots need matplotlib: pip install "sta-prune[plot]"') from err
+        raise MissingDependency('plots need matplotlib: pip install "sta-prune[plot]"') from err
     return plt
 
 
@@ -46,4 +48,4 @@ def require_backend(module: str, extra: str) -> ModuleType:
     try:
         return __import__(module)
     except ImportError as err:
-        raise ImportError(f'this needs {module}: pip install "sta-prune[{extra}]"') from err
+        raise MissingDependency(f'this needs {module}: pip install "sta-prune[{extra}]"') from err

@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from sta.errors import InvalidInput
 from sta.utils.optional import require_matplotlib
 
 
@@ -17,12 +18,12 @@ def read_summaries(paths: list[str | Path]) -> list[dict]:
         try:
             summary = json.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ValueError(f"{file}: not found") from None
+            raise InvalidInput(f"{file}: not found") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{file}: not valid JSON ({err})") from None
+            raise InvalidInput(f"{file}: not valid JSON ({err})") from None
         if not isinstance(summary, dict) or not all(
                 isinstance(summary.get(k), (int, float)) for k in ("top1", "gflops_per_view")):
-            raise ValueError(f"{file}: not an `sta eval` summary with numbers for top1 and gflops_per_view")
+            raise InvalidInput(f"{file}: not an `sta eval` summary with numbers for top1 and gflops_per_view")
         model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
         rows.append(dict(method=model.get("method", "sta"), r=model.get("r"), top1=summary["top1"],
                          gflops_per_view=summary["gflops_per_view"], source=str(file)))

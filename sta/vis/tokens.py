@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sta.core.contract import ClipClassifier
 from sta.core.schedule import format_r
 from sta.data import ViewProtocol, read_test_views
 from sta.data.sampling import to_uint8_frames
 from sta.measure.flops import flops_report
-from sta.models.vit import VisionTransformer
+from sta.measure.gradnorm import token_gradnorm
 from sta.utils.optional import require_pillow
-from sta.vis.gradnorm import token_gradnorm
 
 GAP = 4  # pixels between tiles
 HEADER = 28  # pixels of title band above a grid
@@ -34,7 +34,7 @@ INFERNO = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212
 
 # --------------------------------------------------------------------------- inputs
 
-def sample_clip(video: str | Path, model: VisionTransformer, protocol: str = "kinetics",
+def sample_clip(video: str | Path, model: ClipClassifier, protocol: str = "kinetics",
                 sampling_rate: int = 4) -> tuple[Tensor, np.ndarray]:
     """The evaluation's sampling with one temporal segment and the centre crop.
 
@@ -58,7 +58,7 @@ def kept_masks(positions: list[Tensor], num_tokens: int) -> np.ndarray:
     return masks
 
 
-def token_grid(values: np.ndarray, model: VisionTransformer) -> np.ndarray:
+def token_grid(values: np.ndarray, model: ClipClassifier) -> np.ndarray:
     """``T*S`` per-token values -> ``F x H x W`` per-pixel map (each token covers its tubelet and patch)."""
     cfg = model.cfg
     side = cfg.img_size // cfg.patch_size
@@ -67,7 +67,7 @@ def token_grid(values: np.ndarray, model: VisionTransformer) -> np.ndarray:
     return np.repeat(grid, cfg.tubelet_size, axis=0)
 
 
-def paint_dropped(frames: np.ndarray, kept: np.ndarray, model: VisionTransformer) -> np.ndarray:
+def paint_dropped(frames: np.ndarray, kept: np.ndarray, model: ClipClassifier) -> np.ndarray:
     """Frames ``F x H x W x 3`` with every dropped token's patch (both frames of its tubelet) white."""
     out = frames.copy()
     out[~token_grid(kept, model).astype(bool)] = 255
@@ -84,7 +84,7 @@ def colorize(values: np.ndarray) -> np.ndarray:
     return np.round(INFERNO[i] * (1 - frac) + INFERNO[i + 1] * frac).astype(np.uint8)
 
 
-def outline_kept(frames: np.ndarray, kept: np.ndarray, model: VisionTransformer,
+def outline_kept(frames: np.ndarray, kept: np.ndarray, model: ClipClassifier,
                  colour=(0, 255, 0)) -> np.ndarray:
     """Frames with a 1-pixel outline around every kept token's patch."""
     cfg = model.cfg
@@ -157,7 +157,7 @@ class VisResult:
     files: dict[str, str]  # picture kind -> file name inside the output folder
 
 
-def visualize(model: VisionTransformer, video: str | Path, out_dir: str | Path, protocol: str = "kinetics",
+def visualize(model: ClipClassifier, video: str | Path, out_dir: str | Path, protocol: str = "kinetics",
               sampling_rate: int = 4, name: str | None = None) -> VisResult:
     """Write ``kept_tokens.png``, ``gradnorm.png``, ``kept_tokens.gif`` and ``tokens.json`` for one video.
 

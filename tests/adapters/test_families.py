@@ -39,9 +39,9 @@ def test_r0_is_exactly_the_unpatched_model(family, impl):
         plain = model(x, output_hidden_states=True)
         assert patch_hf(model, r=0) is model
         patched = model(x, output_hidden_states=True)
-        model.sta_r = 4
+        model.r = 4
         pruned = model(x).logits
-        model.sta_r = 0
+        model.r = 0
         again = model(x).logits
     assert torch.equal(patched.logits, plain.logits) and torch.equal(again, plain.logits)
     assert all(torch.equal(a, b) for a, b in zip(patched.hidden_states, plain.hidden_states))

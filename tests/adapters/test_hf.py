@@ -14,8 +14,10 @@ from transformers import VideoMAEForVideoClassification, VideoMAEModel  # noqa: 
 from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput  # noqa: E402
 
 from sta import tokens_after_stages  # noqa: E402
-from sta.adapters.hf import _pruned_forward, forward_with_trace, patch_hf  # noqa: E402
-from sta.models.convert import hf_config_from_release, hf_model_from_release  # noqa: E402
+from sta.adapters.hf import forward_with_trace, patch_hf  # noqa: E402
+from sta.adapters.videomae import pruned_forward  # noqa: E402
+from sta.models.convert import hf_model_from_release  # noqa: E402
+from sta.models.hf_mapping import hf_config_from_release  # noqa: E402
 from tests.helpers import randomize_, tiny_clips, tiny_model  # noqa: E402
 
 # older transformers (4.40 checked) have no SDPA for VideoMAE, only eager attention
@@ -37,7 +39,7 @@ def hf_clips(batch=2, seed=0):
 def test_same_logits_and_kept_positions_as_core_backbone(impl, r):
     core = tiny_model(r=r, seed=1)
     hf = patch_hf(hf_twin(core, impl), r=r)
-    assert hf.config._attn_implementation == impl and hf.sta_r == core.r
+    assert hf.config._attn_implementation == impl and hf.r == core.r
     clips = tiny_clips(3, seed=1)
     with torch.no_grad():
         ref, ref_trace = core(clips, return_trace=True)
@@ -58,9 +60,9 @@ def test_r0_after_patching_is_exactly_the_unpatched_model(impl):
         plain = hf(x, output_hidden_states=True)
         patch_hf(hf, r=0)
         patched = hf(x, output_hidden_states=True)
-        hf.sta_r = 5
+        hf.r = 5
         pruned = hf(x).logits
-        hf.sta_r = 0
+        hf.r = 0
         again = hf(x).logits
     assert torch.equal(patched.logits, plain.logits) and torch.equal(again, plain.logits)
     assert len(patched.hidden_states) == len(plain.hidden_states) == 4
@@ -78,7 +80,7 @@ def test_own_forward_without_pruning_reproduces_hf(impl, pooling):
     x = hf_clips(seed=3)
     with torch.no_grad():
         theirs = bare(x).last_hidden_state
-        mine = _pruned_forward(bare, x, stages=()).last_hidden_state
+        mine = pruned_forward(bare, x, stages=()).last_hidden_state
     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
@@ -91,7 +93,7 @@ def test_bare_videomae_model(pooling):
         plain = bare(x).last_hidden_state
         assert patch_hf(bare, r=0) is bare
         assert torch.equal(bare(x).last_hidden_state, plain)
-        bare.sta_r = 4
+        bare.r = 4
         out, trace = forward_with_trace(bare, x)
     assert isinstance(out, BaseModelOutput)
     tokens = tokens_after_stages(8, 16, 4)[-1]
@@ -102,15 +104,15 @@ def test_r_changed_afterwards_matches_a_fresh_patch():
     core = tiny_model(seed=5)
     x = hf_clips(seed=5)
     late = patch_hf(hf_twin(core), r=0)
-    late.sta_r = (3, 6, 2)
+    late.r = (3, 6, 2)
     fresh = patch_hf(hf_twin(core), r=(3, 6, 2))
     core.r = (3, 6, 2)
     with torch.no_grad():
         a, b = late(x).logits, fresh(x).logits
         torch.testing.assert_close(a, core(x.transpose(1, 2)), rtol=1e-4, atol=1e-4)
-    assert late.sta_r == (3, 6, 2) and torch.equal(a, b)
-    assert [s.tokens_out for s in late.sta_stages] == list(tokens_after_stages(8, 16, (3, 6, 2)))
-    assert patch_hf(late, r=1) is late and late.sta_r == (1, 1, 1)  # re-patching only sets r
+    assert late.r == (3, 6, 2) and torch.equal(a, b)
+    assert [s.tokens_out for s in late.stages] == list(tokens_after_stages(8, 16, (3, 6, 2)))
+    assert patch_hf(late, r=1) is late and late.r == (1, 1, 1)  # re-patching only sets r
 
 
 @pytest.mark.parametrize("r", [16, (0, 0, 64), -1, (1, 2), 2.5, "4"])
@@ -118,11 +120,11 @@ def test_invalid_r_is_a_value_error_and_changes_nothing(r):
     hf = hf_twin(tiny_model())
     with pytest.raises(ValueError):
         patch_hf(hf, r=r)
-    assert not hasattr(hf, "sta_r")  # refused before the model was touched
+    assert not hasattr(hf, "r")  # refused before the model was touched
     patch_hf(hf, r=2)
     with pytest.raises(ValueError):
-        hf.sta_r = r
-    assert hf.sta_r == (2, 2, 2)
+        hf.r = r
+    assert hf.r == (2, 2, 2)
 
 
 def test_labels_give_hf_loss_and_return_dict_false_gives_tuples():
@@ -152,15 +154,15 @@ def test_save_and_load_pretrained(tmp_path):
     x = hf_clips(seed=8)
     with torch.no_grad():
         pruned = hf(x).logits
-        hf.sta_r = 0
+        hf.r = 0
         plain = hf(x).logits
-    hf.sta_r = 4
+    hf.r = 4
     hf.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architectures"] == ["VideoMAEForVideoClassification"] and config["layer_norm_eps"] == 1e-6
     loaded = VideoMAEForVideoClassification.from_pretrained(tmp_path, local_files_only=True,
                                                             attn_implementation="eager").eval()
-    assert not hasattr(loaded, "sta_r")  # the patch is not saved: plain VideoMAE until patched again
+    assert not hasattr(loaded, "r")  # the patch is not saved: plain VideoMAE until patched again
     with torch.no_grad():
         assert torch.equal(loaded(x).logits, plain)
         patch_hf(loaded, r=4)
@@ -178,7 +180,7 @@ def test_pickling_and_deepcopy_keep_the_patch():
         ref = hf(x).logits
         for other in copies:
             assert type(other) is type(hf) and type(other.videomae) is type(hf.videomae)
-            assert other.sta_r == (2, 5, 3) and torch.equal(other(x).logits, ref)
+            assert other.r == (2, 5, 3) and torch.equal(other(x).logits, ref)
 
 
 def test_forward_with_trace_at_r0_lists_every_position():
@@ -199,7 +201,7 @@ def test_refusals():
         patch_hf(first_token, r=4)
     patch_hf(first_token, r=0)
     with pytest.raises(ValueError, match="mean-pooling"):
-        first_token.videomae.sta_r = 4
+        first_token.videomae.r = 4
     hf = patch_hf(hf_twin(tiny_model()), r=4)
     with pytest.raises(ValueError, match="bool_masked_pos"):
         hf.videomae(hf_clips(), bool_masked_pos=torch.zeros(2, 128, dtype=torch.bool))

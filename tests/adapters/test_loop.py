@@ -13,7 +13,7 @@ from transformers import VivitForVideoClassification  # noqa: E402
 
 from sta import patch_hf, tokens_after_stages  # noqa: E402
 from sta.adapters.hf import FAMILIES, forward_with_trace  # noqa: E402
-from sta.adapters.loop import run_layers, size_bias  # noqa: E402
+from sta.adapters.loop import DEPRECATED, run_layers, size_bias  # noqa: E402
 from sta.core.methods import METHODS  # noqa: E402
 from sta.core.schedule import build_stages  # noqa: E402
 from sta.models.convert import hf_model_from_release  # noqa: E402
@@ -81,7 +81,7 @@ def test_pickling_and_deepcopy_keep_the_patch_r_and_method(build):
         ref = model(x).logits
         for other in copies:
             assert type(other) is type(model)
-            assert other.sta_r == (2, 5, 3) and other.sta_method == "temporal"
+            assert other.r == (2, 5, 3) and other.method == "temporal"
             assert torch.equal(other(x).logits, ref)
 
 
@@ -90,27 +90,27 @@ def test_save_pretrained_writes_the_original_class_and_reloads_plain(tmp_path):
     x = hf_pixels(seed=13)
     with torch.no_grad():
         pruned = model(x).logits
-        model.sta_r = 0
+        model.r = 0
         plain = model(x).logits
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["VivitForVideoClassification"]
     loaded = VivitForVideoClassification.from_pretrained(tmp_path, local_files_only=True).eval()
-    assert not hasattr(loaded, "sta_r")
+    assert not hasattr(loaded, "r")
     with torch.no_grad():
         assert torch.equal(loaded(x).logits, plain)
         patch_hf(loaded, r=4, method="random")
         assert torch.equal(loaded(x).logits, pruned)
 
 
-def test_set_sta_checks_r_and_method_together():
+def test_set_pruning_checks_r_and_method_together():
     model = patch_hf(tiny_vivit(), r=9)
     with pytest.raises(ValueError, match="tome"):
-        model.sta_method = "tome"  # r=9 > half of a 16-token group
-    model.set_sta(r=4, method="tome")  # fits together
-    assert model.sta_r == (4, 4, 4) and model.sta_method == "tome"
+        model.method = "tome"  # r=9 > half of a 16-token group
+    model.set_pruning(r=4, method="tome")  # fits together
+    assert model.r == (4, 4, 4) and model.method == "tome"
     with pytest.raises(ValueError):
-        model.set_sta(r=-1)
-    assert model.sta_r == (4, 4, 4)
+        model.set_pruning(r=-1)
+    assert model.r == (4, 4, 4)
 
 
 @pytest.mark.parametrize("build", [tiny_vivit, tiny_vjepa2], ids=["vivit", "vjepa2"])
@@ -120,3 +120,52 @@ def test_trace_at_r0_lists_every_patch_position(build):
         _, trace = forward_with_trace(model, hf_pixels())
     assert len(trace.positions) == 3
     assert all(torch.equal(p, torch.arange(128).expand(2, -1)) for p in trace.positions)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_our_names_shadow_nothing_in_the_transformers_classes(family):
+    """r / method / stages / set_pruning / pruning are ours on a patched model: no HF class may already have one."""
+    for cls in FAMILIES[family].classes():
+        taken = [name for name in ("r", "method", "stages", "set_pruning", "pruning") if hasattr(cls, name)]
+        assert not taken, f"{cls.__name__} already has {taken}"
+
+
+@pytest.mark.parametrize("build", [tiny_vivit, tiny_vjepa2], ids=["vivit", "vjepa2"])
+def test_pruning_context_restores_r_and_method_even_on_an_error(build):
+    model = patch_hf(build(seed=15), r=(4, 2, 1), method="norm")
+    x = hf_pixels(seed=15)
+    with torch.no_grad():
+        pruned = model(x).logits
+        with model.pruning(r=0, method="sta") as same:
+            assert same is model and model.r == (0, 0, 0) and model.method == "sta" and model.stages == ()
+            plain = model(x).logits
+        for target in (model, model.base_model):  # the classifier and its bare model
+            with pytest.raises(RuntimeError), target.pruning(r=2):
+                assert model.r == (2, 2, 2)
+                raise RuntimeError("inside the block")
+            assert model.r == (4, 2, 1) and model.method == "norm"
+        assert torch.equal(model(x).logits, pruned) and not torch.allclose(plain, pruned)
+
+
+def test_sta_names_still_work_but_warn():
+    model = patch_hf(tiny_vivit(), r=2)
+    for target in (model, model.vivit):  # the classifier and its bare model
+        with pytest.warns(DeprecationWarning, match="sta_r is deprecated since 0.3, removed in 0.4; use .r") as w:
+            assert target.sta_r == (2, 2, 2)
+        assert w[0].filename == __file__  # points at the caller
+        with pytest.warns(DeprecationWarning, match="sta_r is deprecated") as w:
+            target.sta_r = (3, 2, 1)
+        assert w[0].filename == __file__ and model.r == (3, 2, 1)
+        with pytest.warns(DeprecationWarning, match="sta_method is deprecated"):
+            target.sta_method = "norm"
+        with pytest.warns(DeprecationWarning, match="sta_method is deprecated"):
+            assert target.sta_method == "norm" == model.method
+        with pytest.warns(DeprecationWarning, match="set_sta is deprecated") as w:
+            target.set_sta(r=4, method="tome")
+        assert w[0].filename == __file__ and (model.r, model.method) == ((4, 4, 4), "tome")
+        with pytest.warns(DeprecationWarning, match="sta_stages is deprecated"):
+            assert target.sta_stages == model.stages
+        with pytest.warns(DeprecationWarning), pytest.raises(ValueError):
+            target.sta_r = 16  # still validated
+        model.set_pruning(r=2, method="sta")
+    assert DEPRECATED == "deprecated since 0.3, removed in 0.4; use .r / .method / .set_pruning"

@@ -31,8 +31,8 @@ def test_sixteen_slices_as_in_the_released_model():
     x = hf_pixels(2, seed=3, frames=32)
     ref_logits, ref_positions = vivit_reference(model, x, 5, slices=16)
     patch_hf(model, r=5)
-    assert [s.num_groups for s in model.sta_stages] == [16, 8, 4]
-    assert [s.block for s in model.sta_stages] == [0, 2, 4]
+    assert [s.num_groups for s in model.stages] == [16, 8, 4]
+    assert [s.block for s in model.stages] == [0, 2, 4]
     with torch.no_grad():
         out, trace = forward_with_trace(model, x)
     assert_positions_equal(trace.positions, ref_positions)
@@ -46,7 +46,7 @@ def test_every_method_matches_the_method_reference_and_keeps_cls_first(method):
     r = (5, 4, 3)
     ref_logits, ref_positions = method_reference(model, x, r, method)
     patch_hf(model, r=r, method=method)
-    assert model.sta_method == method
+    assert model.method == method
     with torch.no_grad():
         out, trace = forward_with_trace(model, x, output_hidden_states=True)
     counts = tokens_after_stages(SLICES, SPATIAL, r)
@@ -80,7 +80,7 @@ def test_bare_model_keeps_its_output_type_and_pooler(pooler):
         plain = bare(x)
         patch_hf(bare, r=0)
         assert torch.equal(bare(x).last_hidden_state, plain.last_hidden_state)
-        bare.sta_r = 4
+        bare.r = 4
         out = bare(x)
         as_tuple = bare(x, return_dict=False)
     assert isinstance(out, BaseModelOutputWithPooling)
@@ -107,16 +107,16 @@ def test_refusals_leave_the_model_unchanged():
     model = tiny_vivit()
     with pytest.raises(ValueError):
         patch_hf(model, r=16)  # groups of 16 tokens at stage 0
-    assert not hasattr(model, "sta_r")
+    assert not hasattr(model, "r")
     patch_hf(model, r=2)
     with pytest.raises(ValueError, match="tome"):
-        model.set_sta(r=9, method="tome")  # ToMe merges at most half of a group
-    assert model.sta_r == (2, 2, 2) and model.sta_method == "sta"
+        model.set_pruning(r=9, method="tome")  # ToMe merges at most half of a group
+    assert model.r == (2, 2, 2) and model.method == "sta"
     with pytest.raises(ValueError, match="unknown method"):
-        model.sta_method = "magic"
+        model.method = "magic"
     with pytest.raises(ValueError, match="attention_mask"):
         model.vivit(hf_pixels(), attention_mask=torch.zeros(2, 1, 129, 129))
     odd = tiny_vivit(frames=12)  # T = 6: not divisible by 4
     patch_hf(odd, r=0)
     with pytest.raises(ValueError, match="divisible by 4"):
-        odd.sta_r = 2
+        odd.r = 2

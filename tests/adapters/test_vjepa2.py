@@ -66,7 +66,7 @@ def test_every_method_runs_and_matches_the_method_reference(method):
     assert all(int(p.min()) >= 0 and int(p.max()) < SLICES * SPATIAL for p in trace.positions)
     if method == "tome":  # V-JEPA 2 layers take no attention mask: ToMe's proportional attention has no HF twin
         return
-    model.sta_r = 0
+    model.r = 0
     ref_logits, ref_positions = method_reference(model, x, r, method)
     for mine, theirs in zip(trace.positions, ref_positions):
         assert torch.equal(mine, theirs)
@@ -82,7 +82,7 @@ def test_bare_model_runs_the_encoder_only_while_pruning():
         same = bare(x)
         assert torch.equal(same.last_hidden_state, plain.last_hidden_state)
         assert torch.equal(same.predictor_output.last_hidden_state, plain.predictor_output.last_hidden_state)
-        bare.sta_r = 4
+        bare.r = 4
         out, trace = forward_with_trace(bare, x, skip_predictor=True)
         features = bare.get_vision_features(x)
         with pytest.raises(ValueError, match="skip_predictor=True"):
@@ -98,5 +98,5 @@ def test_input_with_another_token_count_is_refused_while_pruning():
     model = patch_hf(tiny_vjepa2(), r=2)
     with pytest.raises(ValueError, match="patch tokens"):
         model(hf_pixels(frames=8))
-    model.sta_r = 0
+    model.r = 0
     assert model(hf_pixels(frames=8)).logits.shape == (2, 5)  # HF's own forward takes any length

@@ -10,7 +10,8 @@ pytest.importorskip("transformers")
 from transformers import VJEPA2Model  # noqa: E402
 
 from sta import TokenTrace, VisionTransformer, tokens_after_stages  # noqa: E402
-from sta.adapters.directory import hf_architecture, load_hf_directory, normalization, read_normalization  # noqa: E402
+from sta.adapters.directory import hf_architecture, load_hf_directory, read_normalization  # noqa: E402
+from sta.adapters.family import normalization  # noqa: E402
 from sta.adapters.hf import FAMILIES, forward_with_trace  # noqa: E402
 from sta.adapters.wrapper import HFVideoClassifier  # noqa: E402
 from sta.data.sampling import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
@@ -52,7 +53,7 @@ def test_r_method_set_pruning_and_context_manager(family):
     model = HFVideoClassifier(BUILDERS[family](seed=2))
     assert model.r == (0, 0, 0) and model.method == "sta"
     model.r = (3, 2, 1)
-    assert model.hf.sta_r == (3, 2, 1)
+    assert model.hf.r == (3, 2, 1)
     with pytest.raises(ValueError):
         model.r = 16
     with pytest.raises(ValueError, match="unknown method"):

@@ -274,12 +274,12 @@ def _frame_ids(clip: torch.Tensor) -> list[int]:
 def test_make_test_views_kinetics_order_indices_and_shapes() -> None:
     n = 200
     views = make_test_views(_index_video(n, 48, 64), ViewProtocol("kinetics", crop_size=224))
-    assert [(v.chunk, v.crop) for v in views] == [(c, k) for c in range(5) for k in range(3)]
+    assert [(v.segment, v.crop) for v in views] == [(c, k) for c in range(5) for k in range(3)]
     expected = kinetics_test_indices(n)
     for view in views:
         assert view.clip.shape == (3, 16, 224, 224) and view.clip.dtype == torch.float32
         assert view.clip.is_contiguous()
-        assert _frame_ids(view.clip) == expected[view.chunk].tolist()
+        assert _frame_ids(view.clip) == expected[view.segment].tolist()
 
 
 def test_make_test_views_ssv2_indices() -> None:
@@ -287,7 +287,7 @@ def test_make_test_views_ssv2_indices() -> None:
     assert len(views) == 6
     for view in views:
         assert view.clip.shape == (3, 16, 32, 32)
-        assert _frame_ids(view.clip) == list(range(view.chunk, 48, 3))
+        assert _frame_ids(view.clip) == list(range(view.segment, 48, 3))
 
 
 @pytest.mark.parametrize(("height", "width"), [(48, 64), (64, 48)])
@@ -300,7 +300,7 @@ def test_make_test_views_crops_along_long_side(height: int, width: int) -> None:
     long_side = max(resized.shape[-2:])
     assert long_side == 42
     for view in views:
-        clip_idx = torch.from_numpy(kinetics_test_indices(20, 4, 2, 2)[view.chunk])
+        clip_idx = torch.from_numpy(kinetics_test_indices(20, 4, 2, 2)[view.segment])
         start = spatial_crop_starts(long_side, 32, 3)[view.crop]
         full = resized[:, clip_idx]
         window = full[:, :, start : start + 32, :] if height > width else full[:, :, :, start : start + 32]
@@ -316,13 +316,13 @@ def test_make_test_views_from_subset_equals_full_video() -> None:
     subset = make_test_views(frames[needed], ViewProtocol(crop_size=32), frame_indices=needed, num_video_frames=n)
     assert len(full) == len(subset) == 15
     for a, b in zip(full, subset):
-        assert (a.chunk, a.crop) == (b.chunk, b.crop) and torch.equal(a.clip, b.clip)
+        assert (a.segment, a.crop) == (b.segment, b.crop) and torch.equal(a.clip, b.clip)
 
 
 def test_make_test_views_single_clip_single_crop_is_centre() -> None:
     frames = _index_video(300, 48, 64)
     (view,) = make_test_views(frames, ViewProtocol(crop_size=32, num_crops=1, num_segments=1))
-    assert (view.chunk, view.crop) == (0, 0)
+    assert (view.segment, view.crop) == (0, 0)
     assert _frame_ids(view.clip) == list(range(0, 64, 4))
 
 
@@ -359,9 +359,9 @@ def test_views_equal_the_release_bit_for_bit(protocol: str, n: int, height: int,
     expected = release_views(frames, protocol, short_side=32, clip_len=8, rate=3, segments=views.num_segments,
                              crops=views.num_crops)
     ours = make_test_views(frames, views)
-    assert [(v.chunk, v.crop) for v in ours] == list(expected)  # chunk-major, as the release
+    assert [(v.segment, v.crop) for v in ours] == list(expected)  # segment-major, as the release
     for view in ours:
-        assert torch.equal(view.clip, expected[(view.chunk, view.crop)]), (view.chunk, view.crop)
+        assert torch.equal(view.clip, expected[(view.segment, view.crop)]), (view.segment, view.crop)
 
 
 def test_release_default_protocol_on_a_real_clip(sample_videos) -> None:
@@ -371,4 +371,4 @@ def test_release_default_protocol_on_a_real_clip(sample_videos) -> None:
     frames = read_video_frames(sample_videos / "bikes.mp4")
     expected = release_views(frames, "kinetics", short_side=224)
     for view in make_test_views(frames, ViewProtocol()):
-        assert torch.equal(view.clip, expected[(view.chunk, view.crop)])
+        assert torch.equal(view.clip, expected[(view.segment, view.crop)])

@@ -127,7 +127,7 @@ def test_read_test_views_equals_views_of_fully_decoded_video(videos: dict[str, P
     full = make_test_views(read_video_frames(path), ViewProtocol(crop_size=32, num_crops=3))
     assert len(once) == 15
     for a, b in zip(once, full):
-        assert (a.chunk, a.crop) == (b.chunk, b.crop)
+        assert (a.segment, a.crop) == (b.segment, b.crop)
         assert torch.equal(a.clip, b.clip)
 
 
@@ -243,7 +243,7 @@ def test_real_clip_count_and_frames(real_clip: tuple[Path, int, dict[int, np.nda
 def test_real_clip_test_views(real_clip: tuple[Path, int, dict[int, np.ndarray]]) -> None:
     path, n, _ = real_clip
     views = read_test_views(path, "kinetics")
-    assert [(v.chunk, v.crop) for v in views] == [(c, k) for c in range(5) for k in range(3)]
+    assert [(v.segment, v.crop) for v in views] == [(c, k) for c in range(5) for k in range(3)]
     for view in views:
         assert view.clip.shape == (3, 16, 224, 224)
         assert torch.isfinite(view.clip).all()

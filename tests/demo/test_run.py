@@ -19,9 +19,9 @@ def rows():
 @pytest.mark.slow
 def test_unpruned_and_bands(rows):
     table = {(row.method, row.r): row for row in rows}
-    assert table[("none", 0)].top1 >= 95.0
+    assert table[(None, (0, 0, 0))].top1 >= 95.0  # the unpruned baseline
     for method, (lo, hi) in BANDS_R16.items():
-        assert lo <= table[(method, 16)].top1 <= hi, method
+        assert lo <= table[(method, (16, 16, 16))].top1 <= hi, method
     for method, (lo, hi) in BANDS_56_8_4.items():
         assert lo <= table[(method, (56, 8, 4))].top1 <= hi, method
     assert ("tome", (56, 8, 4)) not in table  # ToMe cannot merge more than half a group
@@ -36,9 +36,13 @@ def test_equal_token_counts_and_flops(rows):
 
 def test_outputs(rows, tmp_path, capsys):
     print_rows(rows)
-    assert "56,8,4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "56,8,4" in out
+    assert out.splitlines()[1].startswith(f"{'unpruned':<10}{'0':>9}  ") and "none" not in out
     files = write_outputs(rows, tmp_path)
     data = json.loads(files["json"].read_text())
     assert len(data) == len(rows) and {"method", "r", "top1", "gflops", "ms_per_clip"} <= set(data[0])
+    assert (data[0]["method"], data[0]["r"]) == (None, "0")  # the unpruned baseline: null method at r "0"
+    assert [row["r"] for row in data[1:3]] == ["16", "56,8,4"]
     if "plot" in files:
         assert files["plot"].stat().st_size > 10_000

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sta.demo.proxy import PROXY_TASK, load_proxy_model, make_clips
+from sta.data.synthetic import PROXY_TASK, make_clips
 from sta.deploy.export import export_model
 from sta.deploy.runners import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, model_info
+from sta.models.bundled import load_bundled_model
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.slow
@@ -15,12 +16,12 @@ pytestmark = pytest.mark.slow
 def test_top1_agreement_on_held_out_proxy_clips(tmp_path):
     pytest.importorskip("openvino")
     clips, _ = make_clips(PROXY_TASK, 240, seed=1234, split="test")  # the demo's held-out clips
-    info = model_info(load_proxy_model(r=16), "proxy")
-    reference = TorchRunner(load_proxy_model(r=16), info)(clips).argmax(-1)
-    export_model(load_proxy_model(r=16), tmp_path / "m.onnx", info)
+    info = model_info(load_bundled_model(r=16), "proxy")
+    reference = TorchRunner(load_bundled_model(r=16), info)(clips).argmax(-1)
+    export_model(load_bundled_model(r=16), tmp_path / "m.onnx", info)
     for runner, minimum in [(OnnxRuntimeRunner(tmp_path / "m.onnx", info), 1.0),
                             (OpenVinoRunner(tmp_path / "m.onnx", info, "float32"), 1.0),
                             (OpenVinoRunner(tmp_path / "m.onnx", info, "bfloat16"), 0.995),
-                            (TorchRunner(load_proxy_model(r=16), info, dtype="bfloat16"), 0.995)]:
+                            (TorchRunner(load_bundled_model(r=16), info, dtype="bfloat16"), 0.995)]:
         agree = float((runner(clips).argmax(-1) == reference).float().mean())
         assert agree >= minimum, (runner.backend, agree)

@@ -94,8 +94,9 @@ def test_runner_for_exports_on_the_fly(model, info):
     clips = tiny_clips(2, seed=3)
     got = runner_for(model, info, "onnxruntime")(clips)
     np.testing.assert_allclose(got.numpy(), eager(model, clips)[0].numpy(), atol=1e-4)
-    with pytest.raises(ValueError, match="--compile is for --backend torch"):
+    with pytest.raises(ValueError, match="`compile` is for `backend` torch") as err:
         runner_for(model, info, "onnxruntime", compile=True)
+    assert err.value.param == "compile"
     with pytest.raises(ValueError, match="float32"):
         runner_for(model, info, "onnxruntime", dtype="bfloat16")
 
@@ -109,7 +110,7 @@ def test_bad_exported_files_are_one_line_errors(tmp_path, onnx_file):
     onnx.save(plain, str(tmp_path / "plain.onnx"))
     with pytest.raises(ValueError, match="no sta metadata"):
         read_info(tmp_path / "plain.onnx")
-    with pytest.raises(ValueError, match="run it with --backend onnxruntime or openvino"):
+    with pytest.raises(ValueError, match="run it with `backend` onnxruntime or openvino"):
         open_exported(onnx_file, "torch")
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from sta.cli import main
 from sta.data import ViewProtocol
-from sta.demo.proxy import CLASS_NAMES, write_videos
+from sta.data.synthetic import CLASS_NAMES, write_videos
 from sta.evaluate.predict import expand_inputs, predict_videos, top_classes
 
 
@@ -50,9 +50,9 @@ def test_random_weights_are_announced(sample_videos, capsys):
 def test_labels_file_and_views(tmp_path, proxy_videos):
     folder, paths = proxy_videos
     (tmp_path / "names.txt").write_text("\n".join(f"my_{n}" for n in CLASS_NAMES))
-    from sta.demo.proxy import load_proxy_model
+    from sta.models.bundled import load_bundled_model
 
-    model = load_proxy_model(r=16)
+    model = load_bundled_model(r=16)
     views = ViewProtocol("kinetics", num_frames=16, sampling_rate=1, num_segments=2, num_crops=1, crop_size=64)
     (pred,) = predict_videos(lambda clips: model(clips), [str(paths[0])], views, class_names=CLASS_NAMES, top_k=3,
                              progress=False)

@@ -20,7 +20,7 @@ ENTRIES = [VideoEntry(f"/v/{i}.mp4", i % 3, i + 1, f"{i}.mp4") for i in range(4)
 PRINT = fingerprint({"name": "m", "checkpoint": "/a/ck.pth", "checkpoint_sha256": "ab"}, {"protocol": "kinetics"},
                     ENTRIES)
 HEADER = json.dumps({"fingerprint": PRINT})
-RECORD = json.dumps({"index": 1, "video": "1.mp4", "chunk": 0, "crop": 2, "label": 1, "logits": [0.5, -1.0]})
+RECORD = json.dumps({"index": 1, "video": "1.mp4", "segment": 0, "crop": 2, "label": 1, "logits": [0.5, -1.0]})
 
 
 def _write(tmp_path: Path, *lines: str, tail: str = "\n") -> Path:
@@ -30,6 +30,12 @@ def _write(tmp_path: Path, *lines: str, tail: str = "\n") -> Path:
 
 def test_good_file_loads(tmp_path):
     assert load_predictions(_write(tmp_path, HEADER, RECORD), PRINT, len(ENTRIES)) == {1: {(0, 2): [0.5, -1.0]}}
+
+
+def test_records_of_version_0_2_resume(tmp_path):
+    """0.2 called the segment index "chunk": its predictions still resume."""
+    old = RECORD.replace('"segment"', '"chunk"')
+    assert load_predictions(_write(tmp_path, HEADER, old), PRINT, len(ENTRIES)) == {1: {(0, 2): [0.5, -1.0]}}
 
 
 def test_a_last_line_cut_short_is_ignored(tmp_path):
@@ -52,7 +58,7 @@ def test_damaged_file_names_file_line_and_remedy(tmp_path, lines, line, what):
     with pytest.raises(ResumeMismatch) as err:
         load_predictions(_write(tmp_path, *lines), PRINT, len(ENTRIES))
     text = str(err.value)
-    assert f"predictions.jsonl, line {line}: " in text and what in text and "--output_dir" in text
+    assert f"predictions.jsonl, line {line}: " in text and what in text and "another `output_dir`" in text
 
 
 def test_checkpoint_path_is_not_part_of_the_fingerprint():

@@ -70,7 +70,7 @@ def test_known_accuracy_and_skips(dataset, tmp_path):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["top1"] == summary.top1 and len(on_disk["skipped"]) == 3
     records = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()[1:]]
-    assert sorted((r["video"], r["chunk"], r["crop"]) for r in records) == sorted(
+    assert sorted((r["video"], r["segment"], r["crop"]) for r in records) == sorted(
         (f"v{c}.mp4", ch, cr) for c in range(5) for ch in range(2) for cr in range(3))
 
 
@@ -82,7 +82,7 @@ def test_resume_recomputes_only_missing_views(dataset, tmp_path):
     first = (tmp_path / "resumed" / "predictions.jsonl").read_text().splitlines()
     assert len(first) == 1 + 12
     with open(tmp_path / "resumed" / "predictions.jsonl", "a") as f:
-        f.write('{"index": 4, "chunk": 0, "cr')  # a line cut short by the crash
+        f.write('{"index": 4, "segment": 0, "cr')  # a line cut short by the crash
     model = GreyReader()
     resumed = evaluate(model, entries_of(dataset), SETTINGS, tmp_path / "resumed", {"name": "grey"}, progress=False)
     assert model.views_seen == 30 - 12
@@ -160,8 +160,8 @@ def test_torchrun_two_processes_equal_one(noise_dataset, tmp_path):
     assert double["computed_videos"] == single["computed_videos"] == 6  # every rank's, not rank 0's
     again = cli_eval(common + ["--output-dir", str(tmp_path / "two")], tmp_path, nproc=2)
     assert again["resumed_views"] == 5 * 6 and again["computed_videos"] == 1  # only the missing video is retried
-    one = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(tmp_path / "one")}
-    two = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(tmp_path / "two")}
+    one = {(r["index"], r["segment"], r["crop"]): r["logits"] for r in _records(tmp_path / "one")}
+    two = {(r["index"], r["segment"], r["crop"]): r["logits"] for r in _records(tmp_path / "two")}
     assert one.keys() == two.keys() and len(one) == 5 * 6
     for key in one:
         np.testing.assert_allclose(one[key], two[key], rtol=1e-4, atol=1e-5)
@@ -238,7 +238,7 @@ def test_logits_do_not_depend_on_workers_or_batch_size(sample_videos, tmp_path):
         out = tmp_path / f"w{workers}b{batch}"
         evaluate(tiny_model(r=2), entries, EvalSettings(views=views, batch_size=batch, num_workers=workers), out,
                  {"name": "tiny"}, progress=False)
-        runs[(workers, batch)] = {(r["index"], r["chunk"], r["crop"]): r["logits"] for r in _records(out)}
+        runs[(workers, batch)] = {(r["index"], r["segment"], r["crop"]): r["logits"] for r in _records(out)}
     assert runs[(0, 3)] == runs[(2, 3)]  # the same views, bit for bit, whoever decodes them
     assert runs[(1, 1)].keys() == runs[(0, 3)].keys()
     for key, logits in runs[(1, 1)].items():  # another batch size: other GEMM shapes, the same math

@@ -34,7 +34,7 @@ def test_release_wrappers_load_the_same_weights(tmp_path, wrap):
 def test_file_needing_code_is_refused_unless_opted_in(tmp_path):
     model = tiny_model()
     torch.save({"model": model.state_dict(), "extra": NotAllowListed()}, tmp_path / "ck.pth")
-    with pytest.raises(CheckpointError, match="allow-unsafe-checkpoint") as err:
+    with pytest.raises(CheckpointError, match="`allow_unsafe`") as err:
         load_checkpoint(model, tmp_path / "ck.pth")
     assert "NotAllowListed" in str(err.value) and "arbitrary code" in str(err.value)
     assert "weights_only" not in str(err.value)  # torch's advice to disable the safety is not ours to give
@@ -60,7 +60,7 @@ def test_mismatch_names_the_class_count_when_only_the_head_differs(tmp_path):
     state = tiny_model().state_dict()
     state["head.weight"], state["head.bias"] = torch.zeros(7, 32), torch.zeros(7)
     torch.save({"model": state}, tmp_path / "ck.pth")
-    with pytest.raises(CheckpointError, match="head has 7 classes, the model 5: check --nb_classes"):
+    with pytest.raises(CheckpointError, match="head has 7 classes, the model 5: check `num_classes`"):
         load_checkpoint(tiny_model(), tmp_path / "ck.pth")
 
 
@@ -93,8 +93,9 @@ def test_truncated_checkpoint_says_so(tmp_path):
 
 
 def test_a_directory_suggests_hf_model(tmp_path):
-    with pytest.raises(CheckpointError, match="--hf-model"):
+    with pytest.raises(CheckpointError, match="`hf_model`") as err:
         load_checkpoint(tiny_model(), tmp_path)
+    assert err.value.param == "ckpt_path"
 
 
 def test_checkpoint_without_tensors(tmp_path):

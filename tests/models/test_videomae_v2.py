@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from sta import MODEL_CONFIGS, CheckpointError, create_model, load_checkpoint
+from sta.factory import ModelRequest, PruningRequest, load_model
 from sta.labels import k710_to_k400
 from sta.measure.flops import flops_report
 from sta.models.checkpoint import extract_state_dict
 from sta.models.heads import k710_to_k400_head, select_head_rows
-from sta.models.loading import ModelSpec, load_model
 from tests.helpers import TINY, randomize_, tiny_clips, tiny_model
 from tests.models.videomae_v2_reference import V2VisionTransformer
 from tests.reference import reference_forward
@@ -205,7 +205,7 @@ def test_load_checkpoint_maps_a_k710_head_for_400_classes(tmp_path):
 
 @pytest.fixture
 def tiny_release_name(monkeypatch):
-    """``load_model`` builds by release name: register a tiny one for the test."""
+    """``sta.factory.load_model`` builds by release name: register a tiny one for the test."""
     sizes = {k: v for k, v in TINY.items() if k in ("embed_dim", "depth", "num_heads", "patch_size")}
     monkeypatch.setitem(MODEL_CONFIGS, "tiny_test", sizes)
     return "tiny_test"
@@ -214,9 +214,10 @@ def tiny_release_name(monkeypatch):
 def test_load_model_maps_k710_to_k400_and_records_it(tmp_path, tiny_release_name):
     source = tiny_model(seed=9, num_classes=710)
     torch.save({"model": source.state_dict()}, tmp_path / "k710.pth")
-    spec = ModelSpec(name=tiny_release_name, ckpt_path=str(tmp_path / "k710.pth"), num_classes=400, img_size=32)
+    request = ModelRequest(model=tiny_release_name, ckpt_path=str(tmp_path / "k710.pth"), num_classes=400, img_size=32)
     with pytest.warns(UserWarning, match="Kinetics-400 rows"):
-        model, desc = load_model(spec, r=2)
+        loaded = load_model(request, PruningRequest(r=2))
+    model, desc = loaded.model, loaded.desc
     assert desc["head"] == "k710->k400" and model.r == (2, 2, 2)
     clips = tiny_clips(1, seed=9)
     with torch.no_grad():
@@ -227,10 +228,11 @@ def test_load_model_maps_k710_to_k400_and_records_it(tmp_path, tiny_release_name
 def test_load_model_keeps_k710_for_710_classes(tmp_path, tiny_release_name):
     source = tiny_model(seed=10, num_classes=710)
     torch.save({"model": source.state_dict()}, tmp_path / "k710.pth")
-    spec = ModelSpec(name=tiny_release_name, ckpt_path=str(tmp_path / "k710.pth"), num_classes=710, img_size=32)
+    request = ModelRequest(model=tiny_release_name, ckpt_path=str(tmp_path / "k710.pth"), num_classes=710, img_size=32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model, desc = load_model(spec)
+        loaded = load_model(request)
+    model, desc = loaded.model, loaded.desc
     assert "head" not in desc and desc["num_classes"] == 710
     clips = tiny_clips(1, seed=10)
     with torch.no_grad():

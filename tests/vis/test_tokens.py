@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from sta.vis.tokens import GridLayout, colorize, sample_clip, token_gradnorm, visualize
+from sta.measure.gradnorm import token_gradnorm
+from sta.vis.tokens import GridLayout, colorize, sample_clip, visualize
 from tests.helpers import tiny_model
 from tests.videos import noise_video
 

@@ -1,4 +1,4 @@
-"""The synthetic proxy task (sta.demo.proxy) and the model bundled with the package."""
+"""The synthetic proxy task (sta.data.synthetic) and the model bundled with the package."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ import pytest
 import torch
 
 from sta.data import IMAGENET_MEAN, IMAGENET_STD
-from sta.demo.proxy import (
-    CLASS_NAMES,
-    DEFAULT_CHECKPOINT,
-    PROXY_TASK,
-    ProxyTask,
-    _stream_seed,
-    load_proxy_model,
-    make_clips,
-)
+from sta.data.synthetic import CLASS_NAMES, PROXY_TASK, ProxyTask, _stream_seed, make_clips
+from sta.models.bundled import BUNDLED_CHECKPOINT, load_bundled_model
 
 SMALL = dataclasses.replace(PROXY_TASK, size=32)  # faster clips for the generator tests
 HELD_OUT_CLIPS = 240  # 20 per class
@@ -99,9 +92,9 @@ def test_background_mostly_static():
 
 @pytest.fixture(scope="module")
 def proxy_model():
-    if not DEFAULT_CHECKPOINT.is_file():
-        pytest.fail(f"bundled checkpoint missing: {DEFAULT_CHECKPOINT}")
-    return load_proxy_model()
+    if not BUNDLED_CHECKPOINT.is_file():
+        pytest.fail(f"bundled checkpoint missing: {BUNDLED_CHECKPOINT}")
+    return load_bundled_model()
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +108,8 @@ def predict(model, clips: torch.Tensor, batch: int = 60) -> torch.Tensor:
 
 
 def test_bundled_checkpoint_small_and_safe():
-    assert DEFAULT_CHECKPOINT.stat().st_size <= 10 * 2**20
-    ckpt = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert BUNDLED_CHECKPOINT.stat().st_size <= 10 * 2**20
+    ckpt = torch.load(BUNDLED_CHECKPOINT, map_location="cpu", weights_only=True)
     args = ckpt["args"]
     assert args["depth"] == 12 and args["num_classes"] == PROXY_TASK.num_classes
     assert args["num_frames"] == PROXY_TASK.num_frames and args["img_size"] == PROXY_TASK.size
@@ -129,7 +122,7 @@ def test_loader(proxy_model):
     assert not proxy_model.training
     assert all(p.dtype == torch.float32 for p in proxy_model.parameters())
     assert proxy_model.cfg.depth == 12 and proxy_model.r == (0, 0, 0)
-    assert load_proxy_model(r=8).r == (8, 8, 8)
+    assert load_bundled_model(r=8).r == (8, 8, 8)
 
 
 def test_bundled_model_top1(proxy_model, held_out):

@@ -89,7 +89,7 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("command", ["flops", "bench", "eval", "vis", "demo", "convert", "plot"])
 def test_every_option_says_what_it_does(command, capsys):
-    from sta.cli import build_parser
+    from sta.cli.app import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
@@ -126,11 +126,11 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sta.cli.cmd_flops", interrupted)
-    from sta import cli
+    monkeypatch.setattr("sta.cli.flops.run", interrupted)
+    from sta.cli import app
 
-    parser = cli.build_parser
-    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser(), "flops", interrupted))
+    parser = app.build_parser
+    monkeypatch.setattr(app, "build_parser", lambda: _with_func(parser(), "flops", interrupted))
     assert main(["flops"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "sta flops: interrupted" and "Traceback" not in err
@@ -138,7 +138,7 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
 
 def _with_func(parser, command, func):
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    sub.set_defaults(func=func)
+    sub.set_defaults(run=func)
     return parser
 
 
@@ -213,7 +213,7 @@ def test_gradnorm_on_the_bundled_model_prints_json_rows_and_writes_files(tmp_pat
     assert main(["gradnorm", "--clips", "6", "--r", "32", "--method", "sta", "random", "--json", "--no-progress",
                  "--out", str(tmp_path)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(row["method"], row["r"]) for row in rows] == [("none", "0"), ("sta", "32"), ("random", "32")]
+    assert [(row["method"], row["r"]) for row in rows] == [(None, "0"), ("sta", "32"), ("random", "32")]
     for row in rows:
         assert {"method", "r", "tokens_kept", "kept_share", "ci95", "top10_kept"} <= row.keys()
     assert rows[0]["kept_share"] == 1.0 and rows[1]["tokens_kept"] == 64

@@ -1,0 +1,83 @@
+"""``sta bench``: forward speed at each r on random clips, with the speed-up over r = 0."""
+
+from __future__ import annotations
+
+import json
+
+from sta.cli.options import (
+    add_backend_args,
+    add_device_args,
+    add_model_args,
+    add_pruning_args,
+    model_request,
+    non_negative_int,
+    positive_int,
+    pruning_request,
+    swept_rs,
+)
+from sta.cli.output import format_r, print_table, r_for_json
+from sta.deploy.export import runner_for
+from sta.deploy.runners import model_info
+from sta.errors import InvalidInput
+from sta.factory import build_architecture, open_runner
+from sta.measure.speed import benchmark, time_graph
+
+NAME = "bench"
+HELP = "forward speed (ms/clip, clips/s) at each r, with the speed-up over r=0"
+DESCRIPTION = ("Forward speed on random clips: the median of --repeats timed runs after --warmup untimed ones. "
+               "r=0 is always measured, as the speed-up's reference.")
+
+
+def add_arguments(p) -> None:
+    add_model_args(p, weights=False)
+    add_pruning_args(p, sweep=True)
+    p.add_argument("--batch-size", "--batch_size", type=positive_int, default=1, help="clips per forward")
+    add_device_args(p)
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards first")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed forwards (the median is reported)")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
+    add_backend_args(p)
+
+
+def run(args) -> None:
+    if args.exported:
+        return run_exported(args)
+    request, pruning = model_request(args), pruning_request(args)
+    model = build_architecture(request, method=pruning.method, device="cpu").eval()
+    rs = swept_rs(args, model, pruning)
+    name = request.hf_model or request.model or "vit_base_patch16_224"
+    backend = args.backend or "torch"
+    make_runner = None
+    if backend != "torch" or args.compile:
+        def make_runner(m):
+            return runner_for(m, model_info(m, name), backend, args.dtype, args.device, args.compile)
+
+    rows = benchmark(model, rs, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+                     warmup=args.warmup, repeats=args.repeats, make_runner=make_runner)
+    if args.json:
+        print(json.dumps([dict(row.to_dict(), r=r_for_json(row.r)) for row in rows]))
+        return
+    engine = backend + (", compiled" if args.compile else "")
+    print(f"{name}, method {model.method}, batch {args.batch_size}, {args.dtype} on {rows[0].device} ({engine}); "
+          f"median of {args.repeats} runs after {args.warmup} warm-up")
+    table = [dict(row.to_dict(), r=format_r(row.r)) for row in rows]
+    print_table(table, [("r", "r", ""), ("ms_per_clip", "ms/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
+                        ("speedup", "speed-up vs r=0", ".2f")])
+
+
+def run_exported(args) -> None:
+    """One exported graph's speed; there is no r=0 graph beside it to compare with."""
+    if args.compile or args.device != "cpu":
+        raise InvalidInput("exported files run on the CPU, without `compile`", param="exported")
+    prepared = open_runner(model_request(args), pruning_request(args), args.backend, args.dtype)
+    runner, info = prepared.runner, prepared.info
+    timing = time_graph(runner, info.num_frames, info.img_size, args.batch_size, args.warmup, args.repeats)
+    row = dict(exported=args.exported, backend=runner.backend, dtype=args.dtype, r=list(info.r), method=info.method,
+               batch_size=args.batch_size, ms_per_clip=timing.ms_per_clip, clips_per_s=timing.clips_per_s,
+               gflops_per_view=info.gflops_per_view)
+    if args.json:
+        print(json.dumps([row]))
+        return
+    print(f"{args.exported} ({info.model}, {info.method} r={format_r(info.r)}), batch {args.batch_size}, "
+          f"{args.dtype} on {runner.backend}: {timing.ms_per_clip:.1f} ms/clip, {timing.clips_per_s:.2f} clips/s "
+          f"(median of {args.repeats} after {args.warmup} warm-up)")

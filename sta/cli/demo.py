@@ -1,0 +1,43 @@
+"""``sta demo``: the bundled model on held-out synthetic clips, every method at the same token counts."""
+
+from __future__ import annotations
+
+import sys
+
+from sta.cli.options import add_budget_args, parse_r, positive_int
+from sta.cli.output import print_notes
+from sta.core.methods import METHODS
+from sta.demo.run import DEMO_RS, print_rows, run_demo, write_outputs
+from sta.factory import PruningRequest, pick_r
+from sta.models.bundled import load_bundled_model
+
+NAME = "demo"
+HELP = "the bundled trained proxy model: top-1 vs GFLOPs of every method (no download)"
+DESCRIPTION = ("Runs the ViT that ships with sta-prune (trained on a synthetic 12-class motion task, see README) on "
+               "held-out clips, for every method at the same token counts, and prints top-1, GFLOPs and speed; "
+               "writes demo.json and demo.png.")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
+    p.add_argument("--r", type=parse_r, nargs="+",
+                   help="tokens dropped per group; several values sweep (default: 16 32 48,16,8 56,8,4 60,2,1)")
+    add_budget_args(p)
+    p.add_argument("--clips", type=positive_int, default=240, help="held-out clips (20 per class by default)")
+    p.add_argument("--out", default="demo_out", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> None:
+    rs = tuple(args.r) if args.r else DEMO_RS
+    budget = PruningRequest(flops_reduction=args.flops_reduction, keep_ratio=args.keep_ratio)
+    if budget.given:
+        r, note = pick_r(load_bundled_model(), budget)
+        print_notes(NAME, [note])
+        rs = (r,)
+    print("sta demo: the bundled ViT trained on the synthetic proxy task (see README); every method keeps the same "
+          "number of tokens for a given r", file=sys.stderr)
+    rows = run_demo(methods=args.method, rs=rs, num_clips=args.clips, progress=not args.no_progress)
+    print_rows(rows)
+    for key, path in write_outputs(rows, args.out).items():
+        print(f"  {key:<5}{path}")
