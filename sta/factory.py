@@ -29,7 +29,8 @@ import torch
 
 from sta.core.contract import ClipClassifier
 from sta.core.schedule import R, RSpec, normalize_r
-from sta.deploy.runners import ModelInfo, Runner, model_info, open_exported
+from sta.deploy.metadata import ModelInfo, model_info
+from sta.deploy.runners import Runner, open_exported
 from sta.errors import InvalidInput
 from sta.models.bundled import CLASS_NAMES as BUNDLED_CLASS_NAMES
 from sta.models.bundled import SAMPLING_RATE as BUNDLED_SAMPLING_RATE
@@ -60,6 +61,7 @@ class ModelRequest:
     num_classes: int | None = None
     allow_unsafe: bool = False  # unpickle checkpoints that need arbitrary code
     dataset_classes: int | None = None  # the dataset's class count: a release head's size when num_classes is not given
+    verify: bool = True  # check an exported file's digest (False: the user edited the graph on purpose)
 
     @property
     def source(self) -> str:
@@ -201,12 +203,13 @@ def open_runner(request: ModelRequest, pruning: PruningRequest | None = None, ba
             raise InvalidInput("exported files run on the CPU here; for a GPU name the model (`model` / "
                                "`hf_model`) with `backend` torch", param="device")
         backend = backend or ("torch" if request.exported.endswith(".pt2") else "onnxruntime")
-        runner = open_exported(request.exported, backend, dtype)
+        runner = open_exported(request.exported, backend, dtype, verify=request.verify)
         desc = dict(exported=os.path.abspath(request.exported), exported_sha256=file_sha256(request.exported),
                     name=runner.info.model)
-        return Prepared(runner, runner.info, desc)
+        return Prepared(runner, runner.info, desc, random_weights=runner.info.random_weights)
     loaded = load_model(request, pruning, default_r, allow_bundled, bundled_r)
-    info = model_info(loaded.model, loaded.name, loaded.class_names, sampling_rate=loaded.sampling_rate)
+    info = model_info(loaded.model, loaded.name, loaded.class_names, sampling_rate=loaded.sampling_rate,
+                      random_weights=loaded.random_weights)
     runner = runner_for(loaded.model, info, backend or "torch", dtype, device, compile)
     return Prepared(runner, info, loaded.desc, loaded.bundled, loaded.random_weights, loaded.notes)
 

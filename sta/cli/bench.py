@@ -17,7 +17,7 @@ from sta.cli.options import (
 )
 from sta.cli.output import format_r, print_table, r_for_json
 from sta.deploy.export import runner_for
-from sta.deploy.runners import model_info
+from sta.deploy.metadata import model_info
 from sta.errors import InvalidInput
 from sta.factory import build_architecture, open_runner
 from sta.measure.speed import benchmark, time_graph

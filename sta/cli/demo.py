@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 from sta.cli.options import add_budget_args, parse_r, positive_int
-from sta.cli.output import print_notes
+from sta.cli.output import format_r, print_notes
 from sta.core.methods import METHODS
-from sta.demo.run import DEMO_RS, print_rows, run_demo, write_outputs
+from sta.demo.run import DEMO_RS, configs_not_run, print_rows, run_demo, write_outputs
+from sta.errors import RunFailed
 from sta.factory import PruningRequest, pick_r
 from sta.models.bundled import load_bundled_model
 
@@ -37,6 +38,11 @@ def run(args) -> None:
         rs = (r,)
     print("sta demo: the bundled ViT trained on the synthetic proxy task (see README); every method keeps the same "
           "number of tokens for a given r", file=sys.stderr)
+    skipped = configs_not_run(args.method, rs)
+    for method, r, why in skipped:
+        print(f"sta demo: {method} r={format_r(r)} cannot run on this model: {why}", file=sys.stderr)
+    if len(skipped) == len(args.method or METHODS) * len(rs):
+        raise RunFailed("no (method, r) could run on the bundled model (see above)")
     rows = run_demo(methods=args.method, rs=rs, num_clips=args.clips, progress=not args.no_progress)
     print_rows(rows)
     for key, path in write_outputs(rows, args.out).items():

@@ -12,13 +12,14 @@ from sta.cli.options import (
     add_pruning_args,
     add_run_args,
     add_sampling_args,
+    dataset_of,
     model_request,
     positive_int,
     pruning_request,
 )
 from sta.cli.output import format_r, print_notes
 from sta.data import ViewProtocol, read_list_file
-from sta.data.datasets import DATASETS
+from sta.data.datasets import check_label_space
 from sta.errors import InvalidInput, RunFailed
 from sta.evaluate import EvalSettings, evaluate
 from sta.factory import check_request, open_runner, sampling_rate
@@ -60,7 +61,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     request, pruning = model_request(args), pruning_request(args)
     check_request(request, pruning)  # options a model source decides itself fail before anything is read
-    dataset = DATASETS[args.data_set]
+    dataset = dataset_of(args)
     list_file = os.path.join(args.data_path, f"{args.split}.csv")
     if not os.path.isfile(list_file):
         raise InvalidInput(f"list file {list_file} not found (--data-path holds {args.split}.csv)")
@@ -68,6 +69,8 @@ def run(args) -> None:
     prepared = open_runner(request, pruning, args.backend, args.dtype, args.device, args.compile)
     print_notes(NAME, prepared.notes)
     info = prepared.info  # an --hf-model or --exported file brings its own frames, size and classes
+    if args.data_set is not None:  # a named dataset's labels must be the head's; else the list's labels are its own
+        check_label_space(dataset, info.num_classes)
     if (args.short_side_size or info.img_size) != info.img_size:
         raise InvalidInput(f"--short-side-size {args.short_side_size} must equal the input size {info.img_size}: "
                            "the test protocol crops windows of the short side, which are the model's input")

@@ -7,7 +7,7 @@ import os
 from sta.cli.options import add_dataset_arg, add_model_args, add_pruning_args, model_request, pruning_request
 from sta.cli.output import format_r, format_tokens, print_notes
 from sta.deploy.export import export_model, format_for
-from sta.deploy.runners import model_info
+from sta.deploy.metadata import model_info
 from sta.factory import class_names, load_model
 
 NAME = "export"
@@ -38,7 +38,7 @@ def run(args) -> None:
     model = loaded.model
     name = os.path.basename(request.ckpt_path) if request.ckpt_path else loaded.name
     names = class_names(model.cfg.num_classes, args.labels, args.hf_model, args.data_set, carried=loaded.class_names)
-    info = model_info(model, name, names, sampling_rate=loaded.sampling_rate)
+    info = model_info(model, name, names, sampling_rate=loaded.sampling_rate, random_weights=loaded.random_weights)
     check = export_model(model, args.out, info, fmt=fmt, dtype=args.dtype)
     print(f"sta export: {args.out} ({fmt}, {args.dtype}): {info.method} r={format_r(info.r)}, tokens "
           f"{format_tokens(info.tokens_per_stage)}, {info.gflops_per_view:.2f} GFLOPs/view; checked against the "

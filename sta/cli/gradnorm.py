@@ -6,11 +6,18 @@ import json
 import os
 import sys
 
-from sta.cli.options import add_device_args, add_model_args, add_sampling_args, model_request, parse_r, positive_int
+from sta.cli.options import (
+    add_device_args,
+    add_model_args,
+    add_sampling_args,
+    dataset_of,
+    model_request,
+    parse_r,
+    positive_int,
+)
 from sta.cli.output import print_notes
 from sta.core.methods import METHODS
 from sta.data import read_list_file
-from sta.data.datasets import DATASETS
 from sta.demo.run import DEMO_RS
 from sta.errors import InvalidInput, RunFailed
 from sta.evaluate.sources import clip_views, folder_source, list_file_source, proxy_source
@@ -83,11 +90,11 @@ def clip_source(args, loaded):
     if not (args.data_path or args.folder):
         if not loaded.bundled:
             raise InvalidInput("give the videos: --data-path (folder with test.csv / val.csv) or --folder")
-        if args.sampling_rate or args.data_set != "Kinetics-400":
+        if args.sampling_rate or args.data_set is not None:
             raise InvalidInput("the proxy clips are generated, not sampled: drop --sampling-rate / --data-set, or "
                                "give videos with --folder / --data-path")
         return proxy_source(args.clips)
-    views = clip_views(loaded.model, DATASETS[args.data_set].protocol, sampling_rate(args.sampling_rate, loaded))
+    views = clip_views(loaded.model, dataset_of(args).protocol, sampling_rate(args.sampling_rate, loaded))
     if args.folder:
         return folder_source(args.folder, views)
     entries = read_list_file(os.path.join(args.data_path, f"{args.split}.csv"), data_root=args.data_root,

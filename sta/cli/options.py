@@ -9,10 +9,12 @@ import torch
 from sta.cli.output import print_notes
 from sta.core import schedule
 from sta.core.methods import METHODS
-from sta.data.datasets import DATASETS
+from sta.data.datasets import DATASETS, Dataset
 from sta.deploy.runners import BACKENDS
 from sta.factory import RELEASE_DEFAULTS, ModelRequest, PruningRequest, pick_r
 from sta.models.vit import MODEL_CONFIGS
+
+DEFAULT_DATASET = "Kinetics-400"  # sampling and class names when --data-set is not given
 
 # --------------------------------------------------------------------------- types
 
@@ -136,7 +138,12 @@ def add_run_args(g, workers: int, json_help: str) -> None:
 
 
 def add_dataset_arg(p, help: str) -> None:
-    p.add_argument("--data-set", "--data_set", default="Kinetics-400", choices=sorted(DATASETS), help=help)
+    p.add_argument("--data-set", "--data_set", choices=sorted(DATASETS), help=f"{help} (default: {DEFAULT_DATASET})")
+
+
+def dataset_of(args: argparse.Namespace) -> Dataset:
+    """The --data-set row, or the default's (Kinetics-400) when none was named."""
+    return DATASETS[getattr(args, "data_set", None) or DEFAULT_DATASET]
 
 
 def add_sampling_args(p, data_set: bool = True, sampling_rate: bool = True) -> None:
@@ -157,6 +164,8 @@ def add_backend_args(p: argparse.ArgumentParser, exported: bool = True) -> None:
     if exported:
         g.add_argument("--exported", help="a file written by `sta export` (.onnx / .pt2) instead of a model: "
                        "r, method, input format and class names come from it")
+        g.add_argument("--skip-verify", action="store_true",
+                       help="run an exported file whose digest does not match (for graphs you edited on purpose)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (--backend torch)")
 
 
@@ -170,7 +179,7 @@ def model_request(args: argparse.Namespace) -> ModelRequest:
     return ModelRequest(model=get("model"), ckpt_path=get("ckpt_path"), hf_model=get("hf_model"),
                         exported=get("exported"), num_frames=get("num_frames"), img_size=get("input_size"),
                         tubelet_size=get("tubelet_size"), num_classes=get("nb_classes"),
-                        allow_unsafe=bool(get("allow_unsafe_checkpoint")),
+                        allow_unsafe=bool(get("allow_unsafe_checkpoint")), verify=not get("skip_verify"),
                         dataset_classes=DATASETS[data_set].num_classes if data_set else None)
 
 

@@ -18,7 +18,7 @@ FLAGS = {
     "dtype": "--dtype", "device": "--device", "compile": "--compile", "output_dir": "--output-dir",
     "log_dir": "--log-dir", "labels": "--labels", "data_set": "--data-set", "sampling_rate": "--sampling-rate",
     "num_segments": "--test-num-segment", "num_crops": "--test-num-crop", "views": "--views", "format": "--format",
-    "out": "--out", "debug": "--debug",
+    "out": "--out", "debug": "--debug", "skip_verify": "--skip-verify",
 }
 
 

@@ -11,6 +11,7 @@ from sta.cli.options import (
     add_pruning_args,
     add_run_args,
     add_sampling_args,
+    dataset_of,
     model_request,
     parse_views,
     positive_int,
@@ -18,7 +19,6 @@ from sta.cli.options import (
 )
 from sta.cli.output import format_r, format_tokens, print_notes
 from sta.data import ViewProtocol
-from sta.data.datasets import DATASETS
 from sta.errors import RunFailed
 from sta.evaluate.predict import expand_inputs, predict_videos
 from sta.factory import class_names, open_runner, sampling_rate
@@ -54,7 +54,7 @@ def run(args) -> None:
     info = prepared.info
     names = class_names(info.num_classes, args.labels, args.hf_model, args.data_set, carried=info.class_names)
     segments, crops = args.views or (None, None)
-    views = ViewProtocol.for_dataset(DATASETS[args.data_set].protocol, num_frames=info.num_frames,
+    views = ViewProtocol.for_dataset(dataset_of(args).protocol, num_frames=info.num_frames,
                                      sampling_rate=sampling_rate(args.sampling_rate, info), num_segments=segments,
                                      num_crops=crops, crop_size=info.img_size, mean=info.mean, std=info.std)
     header = (f"{info.model}, {info.method} r={format_r(info.r)}: tokens kept {format_tokens(info.tokens_per_stage)}, "

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 
-from sta.cli.options import add_model_args, add_pruning_args, add_sampling_args, model_request, pruning_request
+from sta.cli.options import (
+    add_model_args,
+    add_pruning_args,
+    add_sampling_args,
+    dataset_of,
+    model_request,
+    pruning_request,
+)
 from sta.cli.output import format_r, format_tokens, print_notes
-from sta.data.datasets import DATASETS
 from sta.errors import InvalidInput
 from sta.factory import load_model, sampling_rate
 from sta.vis.tokens import visualize
@@ -33,7 +39,7 @@ def run(args) -> None:
     loaded = load_model(model_request(args), pruning_request(args), default_r=DEFAULT_R, allow_bundled=True,
                         bundled_r=BUNDLED_R)
     print_notes(NAME, loaded.notes)
-    result = visualize(loaded.model, args.video, args.out, protocol=DATASETS[args.data_set].protocol,
+    result = visualize(loaded.model, args.video, args.out, protocol=dataset_of(args).protocol,
                        sampling_rate=sampling_rate(args.sampling_rate, loaded))
     print(f"{result.method} r={format_r(result.r)}: tokens kept {format_tokens(result.tokens_per_stage)} of "
           f"{result.tokens_total}, {result.gflops_per_view:.2f} GFLOPs/view; keeps "

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sta.errors import InvalidInput
 
-__all__ = ["DATASETS", "Dataset", "dataset"]
+__all__ = ["DATASETS", "Dataset", "check_label_space", "dataset"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,16 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("Kinetics-710", "kinetics", 710, "kinetics710", aliases=("kinetics-710", "k710", "kinetics710")),
     Dataset("SSV2", "ssv2", 174, "ssv2", aliases=("ssv2", "something-something-v2", "sthv2")),
 )}
+
+
+def check_label_space(entry: Dataset, num_classes: int) -> None:
+    """``InvalidInput`` unless a head of ``num_classes`` outputs scores ``entry``'s labels (one output per class)."""
+    if num_classes != entry.num_classes:
+        hint = (" (a Kinetics-710 checkpoint loaded with `num_classes` 400 keeps its Kinetics-400 rows)"
+                if (num_classes, entry.num_classes) == (710, 400) else "")
+        raise InvalidInput(f"the model has {num_classes} classes but {entry.name} has {entry.num_classes}: its labels "
+                           f"would be scored against another label space; pick the matching `data_set` or a model "
+                           f"with {entry.num_classes} classes{hint}", param="data_set")
 
 
 def dataset(name: str) -> Dataset:

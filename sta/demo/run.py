@@ -20,6 +20,7 @@ import torch
 from sta.core.methods import METHODS
 from sta.core.schedule import UNPRUNED, R, RSpec, format_r, normalize_r
 from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED, PROXY_TASK, make_clips
+from sta.errors import RunFailed
 from sta.measure.flops import flops_report
 from sta.models.bundled import load_bundled_model
 from sta.utils.progress import Progress
@@ -67,6 +68,8 @@ def run_demo(methods: list[str] | None = None, rs: tuple[RSpec, ...] = DEMO_RS, 
                 t0 = time.perf_counter()
                 logits = model(batch)
                 seconds += time.perf_counter() - t0
+                if not torch.isfinite(logits).all():  # a NaN argmax is class 0: never count it as an answer
+                    raise RunFailed(f"the bundled model's logits are not finite (NaN or inf) at {method} r={r}")
                 correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
                 bar.update(len(batch))
         report = flops_report(model)
@@ -77,11 +80,23 @@ def run_demo(methods: list[str] | None = None, rs: tuple[RSpec, ...] = DEMO_RS, 
 
 
 def _runs(model, method: str, r: RSpec) -> bool:
+    return _why_not(model, method, r) is None
+
+
+def _why_not(model, method: str, r: RSpec) -> str | None:
+    """Why the bundled model cannot run ``method`` at ``r`` (e.g. ToMe beyond half a group), or None."""
     try:
         with model.pruning(r, method):
-            return True
-    except ValueError:
-        return False
+            return None
+    except ValueError as err:
+        return str(err)
+
+
+def configs_not_run(methods: list[str] | None = None, rs: tuple[RSpec, ...] = DEMO_RS) -> list[tuple[str, R, str]]:
+    """The (method, r, reason) that :func:`run_demo` leaves out, so that a caller can say why."""
+    model = load_bundled_model()
+    found = ((m, normalize_r(r), _why_not(model, m, r)) for m in methods or list(METHODS) for r in rs)
+    return [(m, r, why) for m, r, why in found if why is not None]
 
 
 def print_rows(rows: list[DemoRow]) -> None:

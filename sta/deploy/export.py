@@ -9,15 +9,17 @@ Formats:
 
 The graph's outputs are ``logits`` (``B x classes``) and ``positions_0..2``
 (``B x L_k`` int64: the original positions alive after each stage, as
-``TokenTrace.positions``). The file carries a :class:`~sta.deploy.runners.ModelInfo`
-(r, method, input format, class names) as metadata. Before anything is
-written, the exported graph runs on random clips next to the eager model: the
-file is refused unless the logits agree to float tolerance, the top-1 classes
-match and every kept position is the same.
+``TokenTrace.positions``). The file carries a :class:`~sta.deploy.metadata.ModelInfo`
+(r, method, input format, class names, whether the weights were random) as
+metadata, sealed with a digest of the graph, the weights and the metadata (checked
+on every load). Before anything is written, the exported graph runs on random clips
+next to the eager model: the file is refused unless the logits are finite and agree
+to float tolerance, the top-1 classes match and every kept position is the same.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import warnings
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from sta.core.attention import fused_only
+from sta.deploy.metadata import content_digest, read_info, seal
 from sta.deploy.runners import (
     BACKENDS,
     INFO_KEY,
@@ -125,6 +128,9 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
             raise ExportError(f"{fmt} export of this model failed ({type(err).__name__}: {first_line(err)}); "
                               f"{out} was not written") from err
         check = compare(expected, got, dtype)
+        if not torch.isfinite(expected[0]).all():
+            raise ExportError(f"the model's logits are not finite (NaN or inf) on the check clips: its weights or "
+                              f"precision are broken; {out} was not written")
         if not check.ok:
             raise ExportError(
                 f"the exported graph disagrees with the eager model (max |logit diff| {check.max_abs_diff:.3g}, "
@@ -138,6 +144,8 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
 def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = "float32") -> ExportCheck:
     """Logits within tolerance (relative to their scale), identical top-1 and identical kept positions."""
     want, have = expected[0].float(), got[0].float()
+    if not (torch.isfinite(want).all() and torch.isfinite(have).all()):  # NaN compares false, argmax takes it
+        return ExportCheck(max_abs_diff=math.inf, tolerance=0.0, same_top1=False, same_positions=False)
     scale = max(1.0, float(want.abs().max()))
     tolerance = (1e-4 if dtype == "float32" else 5e-2) * scale
     return ExportCheck(max_abs_diff=float((want - have).abs().max()), tolerance=tolerance,
@@ -154,21 +162,28 @@ def _export_onnx(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo
         torch.onnx.export(graph, (clips,), str(path), dynamo=True, input_names=["clips"], output_names=list(OUTPUTS),
                           dynamic_shapes={"clips": {0: batch}}, verbose=False)
     proto = onnx.load(str(path))  # the exporter may have put the weights in a side file: this reads them back
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = INFO_KEY, info.to_json()
     for side_file in path.parent.glob(f"{path.name}.*"):
         side_file.unlink()
     # Protobuf caps one file at 2 GB (ViT-g's weights are 4): larger graphs keep their weights in NAME.data.
     large = proto.ByteSize() > ONNX_SINGLE_FILE_LIMIT
     onnx.save(proto, str(path), save_as_external_data=large, location=f"{path.name}.data")
-    runner = OnnxRuntimeRunner(path, info)
+    # Seal: the digest of what was written, then the metadata (with it) added without rewriting the weights.
+    info = replace(info, digest=seal(info, content_digest(path)))
+    proto = onnx.load(str(path), load_external_data=False)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = INFO_KEY, info.to_json()
+    onnx.save(proto, str(path))
+    runner = OnnxRuntimeRunner(path, read_info(path))  # read back and verified, as a user's load will
     return tuple(torch.from_numpy(v) for v in runner.session.run(list(OUTPUTS), {runner.input: clips.numpy()}))
 
 
 def _export_pt2(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo) -> tuple[Tensor, ...]:
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(graph, (clips,), dynamic_shapes={"clips": {0: batch}})
+    torch.export.save(program, str(path))  # saved twice: the digest covers what the first save wrote
+    info = replace(info, digest=seal(info, content_digest(path)))
     torch.export.save(program, str(path), extra_files={f"{INFO_KEY}.json": info.to_json()})
+    read_info(path)  # the second save wrote the same graph and weights: verified as a user's load will
     with torch.inference_mode():
         return tuple(torch.export.load(str(path)).module()(clips))
 

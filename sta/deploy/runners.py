@@ -17,84 +17,22 @@ Backends:
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sta.core.contract import IMAGENET_MEAN, IMAGENET_STD, ClipConfig
-from sta.core.schedule import R, normalize_r, tokens_after_stages
+__all__ = ["BACKENDS", "INFO_KEY", "ModelInfo", "Runner", "model_info", "open_exported", "read_info"]
+
+from sta.core.contract import ClipConfig
+from sta.core.schedule import R
+from sta.deploy.metadata import INFO_KEY, ModelInfo, model_info, read_info
 from sta.errors import InvalidInput
 from sta.utils.device import parse_dtype, resolve_device
 from sta.utils.optional import require_backend
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-INFO_KEY = "sta"  # ONNX metadata key / torch.export extra file holding ModelInfo as JSON
-INFO_VERSION = 1
-GRID_FIELDS = ("patch_size", "tubelet_size", "in_chans", "depth", "embed_dim", "num_heads")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model or an exported graph computes, enough to feed it and to read its output."""
-
-    model: str  # release name or Hugging Face directory it came from
-    r: R  # per stage (a list in JSON)
-    method: str
-    num_frames: int
-    img_size: int
-    num_classes: int
-    tokens_per_stage: list[int]
-    gflops_per_view: float | None
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    class_names: list[str] | None = None
-    dtype: str = "float32"  # the graph's own precision (an ONNX file: float32)
-    sampling_rate: int | None = None  # frame stride the model expects, when it is not the release's 4
-    # The token grid (files written before 0.3 lack it): with the fields above, the graph's ClipConfig.
-    grid: dict[str, int] | None = None  # patch_size, tubelet_size, in_chans, depth, embed_dim, num_heads
-    version: int = INFO_VERSION
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "r", normalize_r(self.r))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @property
-    def cfg(self) -> ClipConfig:
-        """The :class:`ClipConfig` of the graph (``InvalidInput`` for files exported before the grid was recorded)."""
-        if self.grid is None:
-            raise InvalidInput(f"{self.model}: this export predates sta 0.3 and does not record its token grid; "
-                               "export it again", param="exported")
-        return ClipConfig(num_frames=self.num_frames, img_size=self.img_size, num_classes=self.num_classes,
-                          mean=tuple(self.mean), std=tuple(self.std), **self.grid)
-
-    @classmethod
-    def from_json(cls, text: str, source: str) -> ModelInfo:
-        try:
-            data = json.loads(text)
-            return cls(**data)
-        except (json.JSONDecodeError, TypeError) as err:
-            raise InvalidInput(f"{source}: its sta metadata is unreadable ({err}); re-export it with `sta export`"
-                               ) from None
-
-
-def model_info(model: nn.Module, name: str, class_names: list[str] | None = None,
-               sampling_rate: int | None = None) -> ModelInfo:
-    """The :class:`ModelInfo` of a live model (our ViT or an adapter with the same interface)."""
-    from sta.measure.flops import flops_report
-
-    cfg = model.cfg
-    grid = {key: getattr(cfg, key) for key in GRID_FIELDS}
-    return ModelInfo(model=name, r=model.r, method=model.method, num_frames=cfg.num_frames,
-                     img_size=cfg.img_size, num_classes=cfg.num_classes,
-                     tokens_per_stage=list(tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)),
-                     gflops_per_view=flops_report(model).gflops, mean=list(cfg.mean), std=list(cfg.std),
-                     class_names=class_names, sampling_rate=sampling_rate, grid=grid)
 
 
 class InfoRunner:
@@ -192,35 +130,13 @@ class OpenVinoRunner(InfoRunner):
 Runner = TorchRunner | ExportedProgramRunner | OnnxRuntimeRunner | OpenVinoRunner  # each a VideoClassifier
 
 
-def read_info(path: str | Path) -> ModelInfo:
-    """The :class:`ModelInfo` stored in an exported ``.onnx`` or ``.pt2`` file by `sta export`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInput(f"{path}: no such exported model file")
-    if path.suffix == ".onnx":
-        onnx = require_backend("onnx", "onnx")
-        try:
-            graph = onnx.load(str(path), load_external_data=False)
-        except Exception as err:  # protobuf DecodeError and friends
-            raise InvalidInput(f"{path}: not a readable ONNX file ({err})") from None
-        text = {p.key: p.value for p in graph.metadata_props}.get(INFO_KEY)
-    elif path.suffix == ".pt2":
-        extra = {f"{INFO_KEY}.json": ""}
-        try:
-            torch.export.load(str(path), extra_files=extra)
-        except Exception as err:
-            raise InvalidInput(f"{path}: not a readable torch.export file ({err})") from None
-        text = extra[f"{INFO_KEY}.json"] or None
-    else:
-        raise InvalidInput(f"{path}: expected an .onnx or .pt2 file written by `sta export`")
-    if not text:
-        raise InvalidInput(f"{path}: has no sta metadata; export it with `sta export`")
-    return ModelInfo.from_json(text, str(path))
+def open_exported(path: str | Path, backend: str = "onnxruntime", dtype: str = "float32", verify: bool = True
+                  ) -> Runner:
+    """A runner for a file written by `sta export`: ``.onnx`` on onnxruntime or openvino, ``.pt2`` on torch.
 
-
-def open_exported(path: str | Path, backend: str = "onnxruntime", dtype: str = "float32") -> Runner:
-    """A runner for a file written by `sta export`: ``.onnx`` on onnxruntime or openvino, ``.pt2`` on torch."""
-    info, path = read_info(path), Path(path)
+    The file's metadata is validated and (``verify``) its digest checked first: see :mod:`sta.deploy.metadata`.
+    """
+    info, path = read_info(path, verify=verify), Path(path)
     if path.suffix == ".pt2":
         if dtype != info.dtype:
             raise InvalidInput(f"{path} was exported in {info.dtype}: run it with `dtype` {info.dtype}, or export "

@@ -73,8 +73,11 @@ def predict_videos(runner: Callable[[torch.Tensor], torch.Tensor], videos: Seque
             else:
                 logits = torch.cat([runner(item.clips[i : i + batch_size]) for i in range(0, len(item.clips),
                                                                                          batch_size)])
-                scores = video_scores({key: row.tolist() for key, row in zip(item.keys, logits)})
-                yield Prediction(video, top_classes(scores, class_names, top_k), len(item.keys))
+                if not torch.isfinite(logits).all():  # a NaN would rank first: say so instead of a class
+                    yield Prediction(video, [], len(item.keys), "the model's logits are not finite (NaN or inf)")
+                else:
+                    scores = video_scores({key: row.tolist() for key, row in zip(item.keys, logits)})
+                    yield Prediction(video, top_classes(scores, class_names, top_k), len(item.keys))
             bar.update(1)
     finally:
         bar.close()

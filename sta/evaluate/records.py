@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from sta.errors import OutputError, StaError
 
 # Model-description fields that say where the weights were, not what they are: a moved or
 # renamed checkpoint with the same sha256 resumes.
-PATH_FIELDS = ("checkpoint", "hf_model")
+PATH_FIELDS = ("checkpoint", "hf_model", "exported")
 RECORD_FIELDS = ("index", "segment", "crop", "logits")
 
 
@@ -89,8 +90,9 @@ def _check_record(path: Path, number: int, record, num_videos: int) -> tuple[int
     index, segment, crop, logits = (record[k] for k in RECORD_FIELDS)
     if not all(type(v) is int and v >= 0 for v in (index, segment, crop)) or index >= num_videos:
         raise ResumeMismatch(_damaged(path, number, "index, segment and crop must be in range"))
-    if not isinstance(logits, list) or not logits or not all(isinstance(v, (int, float)) for v in logits):
-        raise ResumeMismatch(_damaged(path, number, "logits must be a list of numbers"))
+    if not isinstance(logits, list) or not logits or not all(type(v) in (int, float) and math.isfinite(v)
+                                                             for v in logits):
+        raise ResumeMismatch(_damaged(path, number, "logits must be a list of finite numbers"))
     return index, segment, crop, logits
 
 

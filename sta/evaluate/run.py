@@ -278,10 +278,25 @@ def _run(model: nn.Module | Runner, entries: list[VideoEntry], settings: EvalSet
     start = time.perf_counter()
     pending: list[tuple[int, tuple[int, int], torch.Tensor]] = []  # views waiting for a full batch
 
+    failed: set[int] = set()  # videos skipped: none of their views counts
+
+    def fail(index: int, reason: str) -> None:
+        stored = len(scores[index].logits)
+        note = f" ({stored} views from an earlier run not counted)" if stored else ""
+        skipped.append(dict(video=entries[index].video_id, reason=reason + note))
+        scores[index].logits.clear()
+        failed.add(index)
+
     def run_batch(batch):
         logits = forward(torch.stack([clip for _, _, clip in batch]))
+        finite = torch.isfinite(logits).all(dim=1)  # a NaN would win every argsort: never score one
         records = []
-        for (index, key, _), row in zip(batch, logits):
+        for (index, key, _), row, ok in zip(batch, logits, finite.tolist()):
+            if index in failed:
+                continue
+            if not ok:
+                fail(index, f"the model's logits are not finite (NaN or inf) on view {key[0]}x{key[1]}")
+                continue
             values = row.tolist()
             scores[index].logits[key] = values
             records.append(dict(index=index, video=entries[index].video_id, segment=key[0], crop=key[1],
@@ -291,10 +306,7 @@ def _run(model: nn.Module | Runner, entries: list[VideoEntry], settings: EvalSet
     try:
         for item in iterate_views(ViewDataset(jobs, views), settings.num_workers):
             if item.error is not None:
-                stored = len(scores[item.index].logits)
-                note = f" ({stored} views from an earlier run not counted)" if stored else ""
-                skipped.append(dict(video=entries[item.index].video_id, reason=item.error + note))
-                scores[item.index].logits.clear()
+                fail(item.index, item.error)
             elif item.clips is not None:
                 pending.extend((item.index, key, clip) for key, clip in zip(item.keys, item.clips))
             while len(pending) >= settings.batch_size:

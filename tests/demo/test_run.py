@@ -46,3 +46,12 @@ def test_outputs(rows, tmp_path, capsys):
     assert [row["r"] for row in data[1:3]] == ["16", "56,8,4"]
     if "plot" in files:
         assert files["plot"].stat().st_size > 10_000
+
+
+def test_configurations_that_cannot_run_are_named_with_the_reason(capsys):
+    from sta.cli import main
+
+    assert main(["demo", "--clips", "1", "--r", "33", "--method", "tome", "--no-progress", "--out", "/dev/null/x"]) == 1
+    err = capsys.readouterr().err
+    assert "tome r=33 cannot run on this model: tome merges at most half of each group" in err
+    assert "no (method, r) could run" in err

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from sta.cli import main
 from sta.data import ViewProtocol
@@ -85,3 +86,13 @@ def test_exported_file_alone_predicts_and_evaluates(proxy_videos, tmp_path, caps
     assert summary["model"]["r"] == [16, 16, 16] and summary["gflops_per_view"] > 0
     assert main(["eval", "--exported", str(tmp_path / "proxy.onnx"), "--r", "8", "--data-path", str(folder)]) == 2
     assert "--exported brings its own model, r and method: drop --r" in capsys.readouterr().err
+
+
+def test_non_finite_logits_are_an_error_not_a_class(proxy_videos):
+    """A NaN ranks first in an argsort: it must not come out as class 0 at 'nan%'."""
+    _, paths = proxy_videos
+    views = ViewProtocol("kinetics", num_frames=16, sampling_rate=1, num_segments=1, num_crops=1, crop_size=64)
+    nan_runner = lambda clips: torch.full((clips.shape[0], len(CLASS_NAMES)), float("nan"))
+    (pred,) = predict_videos(nan_runner, [str(paths[0])], views, class_names=CLASS_NAMES, progress=False)
+    assert pred.top == [] and "not finite" in pred.error
+    json.dumps(pred.to_dict(), allow_nan=False)  # valid JSON

@@ -53,6 +53,7 @@ def test_a_last_line_cut_short_is_ignored(tmp_path):
     ((HEADER, RECORD[:25], RECORD), 2, "not valid JSON"),
     ((HEADER, RECORD.replace('"index": 1', '"index": 99')), 2, "in range"),
     ((HEADER, RECORD.replace("[0.5, -1.0]", '"x"')), 2, "logits"),
+    ((HEADER, RECORD.replace("[0.5, -1.0]", "[NaN, -1.0]")), 2, "finite numbers"),
 ])
 def test_damaged_file_names_file_line_and_remedy(tmp_path, lines, line, what):
     with pytest.raises(ResumeMismatch) as err:

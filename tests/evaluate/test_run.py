@@ -290,3 +290,41 @@ def test_cli_resume_follows_the_checkpoint_content_not_its_path(sample_videos, t
     again = cli_eval(common + ["--ckpt-path", str(tmp_path / "renamed.pth")], tmp_path)
     assert first["computed_videos"] == 1 and again["computed_videos"] == 0 and again["resumed_views"] == 6
     assert again["top1"] == first["top1"] and again["model"]["checkpoint"].endswith("renamed.pth")
+
+
+class NaNOnGrey(GreyReader):
+    """GreyReader whose logits are NaN for one grey level (an overflow, broken weights)."""
+
+    def __init__(self, bad_class: int):
+        super().__init__()
+        self.bad = bad_class
+
+    def forward(self, x):
+        logits = super().forward(x)
+        bad = logits.argmax(dim=1) == self.bad
+        return torch.where(bad[:, None], torch.full_like(logits, float("nan")), logits)
+
+
+def test_non_finite_logits_skip_the_video_with_the_reason(dataset, tmp_path):
+    """A NaN sorts first, so scored it would make class 0 win: the video is skipped instead, and nothing NaN is
+    written (predictions.jsonl stays valid JSON)."""
+    summary = evaluate(NaNOnGrey(bad_class=2), entries_of(dataset), SETTINGS, tmp_path, {"name": "nan"},
+                       progress=False)
+    assert summary.videos == 4 and summary.top1 == pytest.approx(75.0)
+    reasons = {s["video"]: s["reason"] for s in summary.skipped}
+    assert "not finite" in reasons["v2.mp4"]
+    for line in (tmp_path / "predictions.jsonl").read_text().splitlines():
+        record = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} written"))
+        assert record.get("video") != "v2.mp4"
+
+
+def test_cli_refuses_a_head_of_another_label_space(tmp_path, capsys):
+    """400-class labels scored against 710 outputs would give 0% without a word."""
+    from sta.cli import main
+
+    (tmp_path / "test.csv").write_text("a.mp4 1\n")
+    assert main(["eval", "--data-path", str(tmp_path), "--model", "vit_small_patch16_224", "--input-size", "32",
+                 "--nb-classes", "710", "--data-set", "Kinetics-400", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the model has 710 classes but Kinetics-400 has 400" in err and "--data-set" in err
+    assert "--nb-classes 400 keeps its Kinetics-400 rows" in err
