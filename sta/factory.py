@@ -242,6 +242,8 @@ def class_names(num_classes: int, labels_file: str | None = None, hf_model: str 
     from sta import labels
 
     if labels_file is not None:
+        if not os.path.isfile(labels_file):
+            raise InvalidInput(f"`labels` file {labels_file} not found", param="labels")
         names = labels.read_label_file(labels_file)
         if len(names) != num_classes:
             raise InvalidInput(f"{labels_file}: {len(names)} class names for a model with {num_classes} classes",

@@ -119,3 +119,5 @@ def test_class_names_precedence(tmp_path):
     with pytest.raises(InvalidInput, match="3 class names for a model with 4 classes") as err:
         class_names(4, labels_file=str(tmp_path / "names.txt"))
     assert err.value.param == "labels"
+    with pytest.raises(InvalidInput, match="`labels` file .*absent.txt not found"):
+        class_names(3, labels_file=str(tmp_path / "absent.txt"))

@@ -9,6 +9,7 @@ nothing: status 1); anything else is a bug and shows its traceback. ``--debug``
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -58,6 +59,14 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     print(f"sta: warning: {spell_flags(str(message))}", file=sys.stderr)
 
 
+def quiet_libraries() -> None:
+    """Third-party progress bars, load reports and logged tracebacks stay off the console (``--debug`` shows them)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.getLogger("torch").setLevel(logging.ERROR)  # the ONNX exporter's notes, torch.export's logged errors
+
+
 def describe(err: BaseException) -> str | None:
     """The one line a user sees for an error that is theirs to fix, or None for a bug."""
     if isinstance(err, StaError):
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("STA_DEBUG", "") not in ("", "0")
     warnings.showwarning = show_warning
+    if not debug:
+        quiet_libraries()
     # Trained models' attention underflows to denormal floats, which slow x86 matmuls up to 10x: flush them.
     torch.set_flush_denormal(True)
     try:

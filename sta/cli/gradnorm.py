@@ -15,7 +15,7 @@ from sta.cli.options import (
     parse_r,
     positive_int,
 )
-from sta.cli.output import print_notes
+from sta.cli.output import format_r, print_notes
 from sta.core.methods import METHODS
 from sta.data import read_list_file
 from sta.demo.run import DEMO_RS
@@ -67,8 +67,9 @@ def run(args) -> None:
                            "is used")
     loaded = load_model(model_request(args), default_r=None, allow_bundled=True)
     print_notes(NAME, loaded.notes)
-    result = run_gradnorm(loaded.model, clip_source(args, loaded), methods=args.method,
-                          rs=args.r or (DEMO_RS if loaded.bundled else DEFAULT_RS), target=args.target,
+    rs = args.r or (DEMO_RS if loaded.bundled else DEFAULT_RS)
+    check_something_runs(loaded.model, args.method or list(METHODS), rs)
+    result = run_gradnorm(loaded.model, clip_source(args, loaded), methods=args.method, rs=rs, target=args.target,
                           batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     for skipped in result.skipped:
         print(f"  skipped {skipped.name}: {skipped.reason}", file=sys.stderr)
@@ -83,6 +84,20 @@ def run(args) -> None:
         print(result.table())
     for key, path in write_gradnorm(result, args.out).items():
         print(f"  {key:<6}{path}", file=sys.stderr if args.json else sys.stdout)
+
+
+def check_something_runs(model, methods, rs) -> None:
+    """Before any GradNorm is computed: at least one (method, r) must fit the model, else say why each does not."""
+    reasons = []
+    for method in methods:
+        for r in rs:
+            try:
+                with model.pruning(r, method):
+                    return
+            except ValueError as err:
+                reasons.append(f"{method} r={format_r(r)}: {err}")
+    raise InvalidInput("no (method, r) can run on this model: " + "; ".join(reasons[:4])
+                       + (" ..." if len(reasons) > 4 else ""), param="r")
 
 
 def clip_source(args, loaded):

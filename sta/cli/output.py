@@ -19,6 +19,7 @@ FLAGS = {
     "log_dir": "--log-dir", "labels": "--labels", "data_set": "--data-set", "sampling_rate": "--sampling-rate",
     "num_segments": "--test-num-segment", "num_crops": "--test-num-crop", "views": "--views", "format": "--format",
     "out": "--out", "debug": "--debug", "skip_verify": "--skip-verify",
+    "batch_size": "--batch-size", "num_workers": "--num-workers", "num_clips": "--clips",
 }
 
 

@@ -45,6 +45,9 @@ PROTOCOLS = ("kinetics", "ssv2")
 # Release defaults of ``--test_num_segment`` per protocol (VideoMAE scripts:
 # Kinetics 5 clips x 3 crops, Something-Something V2 2 clips x 3 crops).
 _DEFAULT_SEGMENTS = {"kinetics": 5, "ssv2": 2}
+# A video's views are decoded and held together: bounded so that a typo (5x30000) fails now instead of exhausting
+# memory later. 100 segments of a 10 s clip are 10 per second; 10 crops overlap by most of their width already.
+MAX_SEGMENTS, MAX_CROPS = 100, 10
 
 
 def _check_positive(**values: int) -> None:
@@ -80,6 +83,10 @@ class ViewProtocol:
             raise InvalidInput(f"mean and std need 3 values, std above 0; got {self.mean}, {self.std}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))  # lists from JSON compare equal
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.num_segments > MAX_SEGMENTS or self.num_crops > MAX_CROPS:
+            raise InvalidInput(f"{self.num_segments}x{self.num_crops} views per video: at most {MAX_SEGMENTS} "
+                               f"segments and {MAX_CROPS} crops (a video's views are held in memory together)",
+                               param="num_segments" if self.num_segments > MAX_SEGMENTS else "num_crops")
         if self.protocol == "ssv2" and self.num_segments > 2:
             raise InvalidInput("ssv2 test sampling defines 1 or 2 temporal views, got "
                                f"num_segments={self.num_segments}", param="num_segments")

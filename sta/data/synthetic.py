@@ -54,6 +54,7 @@ SPLITS = ("train", "test")
 
 HELD_OUT_SEED = 1234  # the held-out clips of `sta demo` / `sta gradnorm`: the test stream, never seen in training
 HELD_OUT_CLIPS = 240  # 20 per class
+MAX_CLIPS = 4800  # 3.8 GB of 16 x 64 x 64 clips
 SAMPLING_RATE = 1  # a proxy clip is 16 consecutive frames: its videos are sampled with every frame
 
 
@@ -211,8 +212,9 @@ def make_clips(task: ProxyTask, num_clips: int, seed: int, split: str = "train")
     ``split`` is ``"train"`` or ``"test"``; the two splits use disjoint random
     streams for every seed.
     """
-    if num_clips < 1:
-        raise InvalidInput(f"num_clips must be >= 1, got {num_clips}")
+    if not 1 <= num_clips <= MAX_CLIPS:  # generated at once, in memory
+        raise InvalidInput(f"num_clips must be 1 to {MAX_CLIPS} (the clips are generated in memory), got {num_clips}",
+                           param="num_clips")
     gen = torch.Generator().manual_seed(_stream_seed(seed, split))
     B, T, S = num_clips, task.num_frames, task.size
     C = task.num_classes

@@ -213,6 +213,9 @@ def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vid
         stream = container.streams.video[0]
         # Frame + slice threading inside FFmpeg; decoding order is unchanged.
         stream.thread_type = "AUTO"
+        # FFmpeg conceals damaged data (a few hundred bytes zeroed mid-file gives dozens of smeared frames,
+        # decoded without a word): make the decoder stop with an error instead, so the video counts as corrupt.
+        stream.codec_context.options = {"err_detect": "explode"}
         yield container, stream
     finally:
         container.close()
@@ -260,7 +263,8 @@ def _decode_pass(path: str, wanted: np.ndarray | None, stop_early: bool) -> _Pas
                         return _Pass(kept, count)
         except av.FFmpegError as exc:
             raise VideoDecodeError(
-                f"{path}: truncated or corrupt stream (decoding failed after {count} frames): {exc}"
+                f"{path}: truncated or corrupt stream: the decoder reported damaged data after {count} good frames "
+                f"({exc.strerror or exc})"
             ) from exc
         if count:
             _check_decoded_duration(path, _declared_duration(container, stream), pts, end, stream.time_base, count)

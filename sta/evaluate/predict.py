@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,22 +41,31 @@ class Prediction:
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files as given (tried whatever their suffix), folders as the videos inside them (by suffix, recursively,
-    sorted), globs expanded.
+    """Files as given (tried whatever their suffix), folders as the video files inside them (by suffix,
+    recursively, sorted), globs expanded; each file once, however often it is named or reached (symbolic links,
+    link loops under ``**``), in first-seen order.
 
-    Raises ``ValueError`` when nothing matches an argument, naming it.
+    An argument that matches nothing is warned about and skipped; ``ValueError`` when no argument matched anything.
     """
     videos: list[str] = []
+    seen: set[str] = set()
     for item in inputs:
         if os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+            found = sorted(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES
+                           and p.is_file())  # a folder named x.mp4 is not a video
         elif any(c in item for c in "*?[") and not os.path.exists(item):
-            found = sorted(glob.glob(item, recursive=True))
+            found = sorted(p for p in glob.glob(item, recursive=True) if not os.path.isdir(p))
         else:
             found = [item]  # a missing file is reported per video, like an undecodable one
         if not found:
-            raise InvalidInput(f"{item}: no videos there")
-        videos += found
+            warnings.warn(f"{item}: no videos there", stacklevel=2)
+        for path in found:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                videos.append(path)
+    if not videos:
+        raise InvalidInput(f"no videos in {', '.join(inputs)}")
     return videos
 
 

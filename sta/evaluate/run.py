@@ -16,8 +16,10 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 from sta.data import VideoDecodeError, VideoEntry, ViewProtocol, read_test_views
 from sta.data.datasets import DATASETS
 from sta.deploy.runners import Runner
-from sta.errors import InvalidInput, OutputError
+from sta.errors import InvalidInput, OutputError, RunFailed, StaError
 from sta.evaluate.records import (
     OutputLock,
     PredictionWriter,
@@ -38,6 +40,10 @@ from sta.evaluate.records import (
 )
 from sta.utils.device import parse_dtype, resolve_device
 from sta.utils.progress import Progress
+
+T = TypeVar("T")
+MAX_BATCH = 1024  # views per forward (ViT-B: 9.6 MB each in float32)
+MAX_WORKERS = 64  # decoding processes
 
 __all__ = ["DATASETS", "EvalSettings", "EvalSummary", "ResumeMismatch", "evaluate", "video_scores"]
 
@@ -58,8 +64,12 @@ class EvalSettings:
         parse_dtype(self.dtype)
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise InvalidInput(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        if int(self.num_workers) != self.num_workers or self.num_workers < 0:
-            raise InvalidInput(f"num_workers must be 0 or more, got {self.num_workers!r}")
+        if self.batch_size > MAX_BATCH:  # views wait in memory until a batch is full
+            raise InvalidInput(f"batch_size {self.batch_size}: at most {MAX_BATCH} views per forward",
+                               param="batch_size")
+        if int(self.num_workers) != self.num_workers or not 0 <= self.num_workers <= MAX_WORKERS:
+            raise InvalidInput(f"num_workers must be 0 to {MAX_WORKERS} decoding processes, got {self.num_workers!r}",
+                               param="num_workers")
 
     def protocol_fields(self) -> dict:
         return {**self.views.to_dict(), "dtype": self.dtype, "backend": self.backend}
@@ -215,14 +225,17 @@ def evaluate(model: nn.Module | Runner, entries: list[VideoEntry], settings: Eva
     elif hasattr(model, "r"):  # what the model does now, not what a caller remembered
         model_desc = {**model_desc, "r": list(model.r), "method": getattr(model, "method", "sta")}
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InvalidInput(f"{output_dir} is a file, not a folder: give another `output_dir`", param="output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     expected = fingerprint(model_desc, settings.protocol_fields(), entries)
-    with OutputLock(output_dir, rank):
+    with ExitStack() as stack:
+        # Every rank stops with the same one-line error when any rank cannot lock or read the folder (no rank
+        # left waiting in a collective for one that exited).
+        on_every_rank(lambda: stack.enter_context(OutputLock(output_dir, rank)), world)
         if world > 1:
             dist.barrier()  # every rank reads the files before any rank appends
-        done = load_predictions(output_dir, expected, len(entries))
-        if world > 1:
-            dist.barrier()
+        done = on_every_rank(lambda: load_predictions(output_dir, expected, len(entries)), world)
         mine = _run(model, entries, settings, output_dir, expected, done, rank, world, progress)
     counts = gather_tally(mine)
     if rank != 0:
@@ -239,6 +252,24 @@ def evaluate(model: nn.Module | Runner, entries: list[VideoEntry], settings: Eva
     if log_dir:
         write_tensorboard(log_dir, summary)
     return summary
+
+
+def on_every_rank(action: Callable[[], T], world: int) -> T:
+    """``action()`` on this rank; under torchrun, if it raised an :class:`~sta.errors.StaError` on any rank, every
+    rank raises one (its own, or one saying which rank failed)."""
+    result, error = None, None
+    try:
+        result = action()
+    except StaError as err:
+        error = err
+    if world > 1:
+        failed = torch.tensor([0 if error is None else dist.get_rank() + 1])
+        dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+        if error is None and failed.item():
+            error = RunFailed(f"rank {failed.item() - 1} stopped (its error is above); this rank stops with it")
+    if error is not None:
+        raise error
+    return result
 
 
 def _gflops(model: nn.Module) -> float | None:

@@ -36,6 +36,7 @@ WRAPPER_KEYS = ("model", "module", "state_dict", "model_state")
 # Key prefixes stripped when every key has one: DDP, torch.compile, and the two that
 # VideoMAE V2's fine-tuning loader strips from the files it starts from.
 KEY_PREFIXES = ("module.", "_orig_mod.", "backbone.", "encoder.")
+COMPILE_PREFIX = "_orig_mod."  # torch.compile's: VideoMAE V2 strips it from each key that has it
 
 
 class CheckpointError(StaError, RuntimeError):
@@ -103,7 +104,9 @@ def extract_state_dict(obj: Mapping) -> dict[str, Tensor]:
     Accepts ``{"model": sd}``, ``{"module": sd}``, a bare state dict, and strips
     the key prefixes of :data:`KEY_PREFIXES` (DistributedDataParallel's ``module.``,
     ``torch.compile``'s ``_orig_mod.``, VideoMAE V2's ``backbone.`` / ``encoder.``),
-    each only when every tensor key carries it, repeatedly (``_orig_mod.module.x``).
+    each only when every tensor key carries it, repeatedly (``_orig_mod.module.x``);
+    ``_orig_mod.`` also key by key, as VideoMAE V2's loader does (a file where only some keys
+    carry it loads there, so it loads here).
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"expected a dict in the checkpoint, found {type(obj).__name__}")
@@ -114,9 +117,24 @@ def extract_state_dict(obj: Mapping) -> dict[str, Tensor]:
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not state:
         raise CheckpointError(f"no tensors found in the checkpoint (top-level keys: {sorted(obj)[:10]})")
-    while prefix := next((p for p in KEY_PREFIXES if all(k.startswith(p) for k in state)), None):
+    while True:
+        state = _strip_each(state, COMPILE_PREFIX)
+        prefix = next((p for p in KEY_PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            return state
         state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
+
+
+def _strip_each(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """``prefix`` removed from every key that has it; a key that would then clash with another is an error."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        name = key[len(prefix):] if key.startswith(prefix) else key
+        if name in out:
+            raise CheckpointError(f"checkpoint holds both {name!r} and {prefix}{name!r}: two weights for one "
+                                  "parameter")
+        out[name] = value
+    return out
 
 
 # Parameters of VideoMAE V2 options that its released fine-tuned checkpoints leave off

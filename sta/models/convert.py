@@ -107,6 +107,15 @@ def load_hf_classifier(path: str | os.PathLike, classifier_cls):
     if missing:
         raise InvalidInput(f"{path!r} does not hold a complete {classifier_cls.__name__}; missing weights: "
                            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    # transformers 5.0 up to its fix (PR 48675) read VideoMAE's 4.x layout (separate q_bias / v_bias) as unexpected
+    # keys and left the biases at zero, without an error: a model that answers differently. Never run one.
+    dropped = sorted(k for k in info.get("unexpected_keys") or [] if k.endswith((".q_bias", ".v_bias")))
+    if dropped:
+        import transformers
+
+        raise InvalidInput(f"{path}: transformers {transformers.__version__} did not load its attention biases "
+                           f"({', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}: the 4.x layout) and would "
+                           "run with them at zero; upgrade transformers (pip install -U \"sta-prune[hf]\")")
     return model.eval()
 
 
@@ -177,6 +186,8 @@ def convert_checkpoint(
     if direction not in DIRECTIONS:
         raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     src, dst = os.fspath(src), os.fspath(dst)
+    if os.path.realpath(src) == os.path.realpath(dst):
+        raise InvalidInput(f"{dst!r} is the model being converted: give the converted model another name", param="dst")
     if direction == "auto":
         direction = "to-release" if os.path.isdir(src) else "to-hf"
     require_transformers()
@@ -192,17 +203,46 @@ def convert_checkpoint(
 
 def _release_file_to_hf(src: str, dst: str, num_frames: int | None, img_size: int | None, num_heads: int | None,
                         allow_unsafe: bool) -> None:
+    if os.path.isfile(dst):
+        raise InvalidInput(f"{dst!r} is a file: a Hugging Face model is written as a directory", param="dst")
     raw = read_checkpoint(src, allow_unsafe=allow_unsafe)
     state = extract_state_dict(raw)
-    saved = raw.get("args") if isinstance(raw, Mapping) else None
-    frames = num_frames or getattr(saved, "num_frames", None) or 16
-    size = img_size or getattr(saved, "input_size", None) or 224
-    heads = num_heads
-    if heads is None and getattr(saved, "model", None) in MODEL_CONFIGS:
-        heads = MODEL_CONFIGS[saved.model]["num_heads"]
+    saved = raw.get("args") if isinstance(raw, Mapping) else None  # the training run's settings, when recorded
+    frames = num_frames or _setting(saved, "num_frames") or 16
+    size = img_size or _setting(saved, "input_size", "img_size") or 224
+    heads = num_heads or _setting(saved, "num_heads")
+    if heads is None and _setting(saved, "model") in MODEL_CONFIGS:
+        release = MODEL_CONFIGS[_setting(saved, "model")]
+        heads = release["num_heads"] if release["embed_dim"] == state["patch_embed.proj.weight"].shape[0] else None
     cfg = infer_release_config(state, num_frames=int(frames), img_size=int(size), num_heads=heads)
-    hf_model_from_release(state, cfg).save_pretrained(dst)
+    names = _setting(saved, "class_names")
+    labels = dict(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}) if (
+        isinstance(names, list) and len(names) == cfg.num_classes) else {}
+    hf = hf_model_from_release(state, cfg, **labels)
+    _check_same_logits(state, cfg, hf)  # verified before anything is written: a lossless conversion or none
+    hf.save_pretrained(dst)
     write_hf_preprocessor(dst, cfg)
+
+
+def _setting(saved, *names):
+    """A training setting from a checkpoint's ``args`` (an argparse Namespace, or a dict), else None."""
+    for name in names:
+        value = saved.get(name) if isinstance(saved, Mapping) else getattr(saved, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _check_same_logits(state: Mapping[str, Tensor], cfg: ViTConfig, hf) -> None:
+    """``InvalidInput`` unless the HF model gives our backbone's logits on a random clip (float tolerance)."""
+    ours = VisionTransformer(cfg)
+    ours.load_state_dict(dict(state), strict=True)
+    clip = torch.randn(1, *cfg.clip_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = ours.eval()(clip), hf(clip.transpose(1, 2)).logits
+    if not torch.allclose(want, got, rtol=1e-4, atol=1e-4 * max(1.0, float(want.abs().max()))):
+        raise InvalidInput(f"the converted model's logits differ from the checkpoint's (max |diff| "
+                           f"{float((want - got).abs().max()):.3g}); nothing was written")
 
 
 def _hf_dir_to_release(src: str, dst: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,9 +22,11 @@ def read_summaries(paths: list[str | Path]) -> list[dict]:
             raise InvalidInput(f"{file}: not found") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise InvalidInput(f"{file}: not valid JSON ({err})") from None
+        numbers = ("top1", "gflops_per_view")
         if not isinstance(summary, dict) or not all(
-                isinstance(summary.get(k), (int, float)) for k in ("top1", "gflops_per_view")):
-            raise InvalidInput(f"{file}: not an `sta eval` summary with numbers for top1 and gflops_per_view")
+                type(summary.get(k)) in (int, float) and math.isfinite(summary[k]) for k in numbers):
+            raise InvalidInput(f"{file}: not an `sta eval` summary with finite numbers for top1 and gflops_per_view "
+                               "(a run that scored no video has none to plot)")
         model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
         rows.append(dict(method=model.get("method", "sta"), r=model.get("r"), top1=summary["top1"],
                          gflops_per_view=summary["gflops_per_view"], source=str(file)))

@@ -237,8 +237,11 @@ def test_gradnorm_that_scores_nothing_fails(tmp_path, capsys):
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 64)
     assert main(["gradnorm", "--folder", str(tmp_path), "--r", "4", "--no-progress", "--out", str(tmp_path / "o")]) == 1
     assert "no clip was scored (1 skipped" in capsys.readouterr().err
-    assert main(["gradnorm", "--clips", "2", "--r", "99", "--no-progress", "--out", str(tmp_path / "o")]) == 1
-    assert "no (method, r) could run" in capsys.readouterr().err
+    # no (method, r) fits: said before any GradNorm is computed, with each reason
+    assert main(["gradnorm", "--clips", "2", "--r", "99", "--method", "sta", "--no-progress",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no (method, r) can run on this model: sta r=99: r=99 at stage 0" in err and "see above" not in err
 
 
 def test_gradnorm_refuses_options_it_would_ignore(tmp_path, capsys):

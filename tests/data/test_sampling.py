@@ -372,3 +372,11 @@ def test_release_default_protocol_on_a_real_clip(sample_videos) -> None:
     expected = release_views(frames, "kinetics", short_side=224)
     for view in make_test_views(frames, ViewProtocol()):
         assert torch.equal(view.clip, expected[(view.segment, view.crop)])
+
+
+@pytest.mark.parametrize(("segments", "crops", "param"), [(10**20, 3, "num_segments"), (5, 11, "num_crops")])
+def test_view_counts_are_bounded_before_anything_is_read(segments, crops, param):
+    """5x30000 views would be decoded and held together: refused up front, naming the limit."""
+    with pytest.raises(ValueError, match="at most 100 segments and 10 crops") as err:
+        ViewProtocol("kinetics", num_segments=segments, num_crops=crops)
+    assert err.value.param == param

@@ -209,6 +209,21 @@ def test_corrupt_bytes_inside_stream(videos: dict[str, Path], tmp_path: Path) ->
     _assert_decode_error(path, "truncated or corrupt stream")
 
 
+@pytest.mark.parametrize("where", [0.35, 0.5, 0.75])
+def test_zeroed_bytes_that_ffmpeg_would_conceal_are_corrupt(sample_videos: Path, tmp_path: Path, where) -> None:
+    """A few hundred zeroed bytes mid-file decode, by default, into smeared frames without an error: refused."""
+    data = bytearray((sample_videos / "bikes.mp4").read_bytes())
+    start = int(len(data) * where)
+    data[start : start + 400] = bytes(400)
+    path = tmp_path / "zeroed.mp4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(VideoDecodeError, match=r"corrupt stream: the decoder reported damaged data after \d+ good"):
+        read_video_frames(path)
+    with pytest.raises(VideoDecodeError) as err:
+        read_video_frames(path)
+    assert "Errno" not in str(err.value)
+
+
 def test_decode_error_is_a_runtime_error() -> None:
     assert issubclass(VideoDecodeError, RuntimeError)
 

@@ -65,8 +65,21 @@ def test_expand_inputs(tmp_path, proxy_videos):
     folder, paths = proxy_videos
     assert expand_inputs([str(folder)]) == [str(p) for p in paths]  # test.csv is not a video
     assert expand_inputs([str(folder / "00*.mp4")]) == [str(p) for p in paths[:10]]
-    with pytest.raises(ValueError, match="no videos there"):
+    with pytest.warns(UserWarning, match="no videos there"), pytest.raises(ValueError, match="no videos in"):
         expand_inputs([str(tmp_path)])
+
+
+def test_expand_inputs_lists_each_video_file_once(tmp_path, proxy_videos):
+    folder, paths = proxy_videos
+    (tmp_path / "dir.mp4").mkdir()  # a folder with a video's name is not a video
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)  # ** would walk it again and again
+    (tmp_path / "a.mp4").write_bytes(paths[0].read_bytes())
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "a.mp4")
+    found = expand_inputs([str(tmp_path), str(tmp_path / "**" / "*.mp4"), str(tmp_path / "a.mp4")])
+    assert found == [str(tmp_path / "a.mp4")]
+    with pytest.warns(UserWarning, match="nothing_here"):  # an empty glob is said, and the others still run
+        assert expand_inputs([str(tmp_path / "nothing_here*.mp4"), str(paths[1])]) == [str(paths[1])]
 
 
 @pytest.mark.slow

@@ -328,3 +328,30 @@ def test_cli_refuses_a_head_of_another_label_space(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the model has 710 classes but Kinetics-400 has 400" in err and "--data-set" in err
     assert "--nb-classes 400 keeps its Kinetics-400 rows" in err
+
+
+@pytest.mark.slow
+def test_torchrun_on_a_held_folder_stops_every_rank_with_one_line(noise_dataset, tmp_path):
+    import fcntl
+
+    out = tmp_path / "held"
+    out.mkdir()
+    with open(out / ".sta-eval.rank0.lock", "a+") as held:  # another eval holds rank 0's lock
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), "-m", "sta", "--", "eval", "--model", "vit_small_patch16_224", "--input-size", "32",
+               "--nb-classes", "5", "--data-path", str(noise_dataset), "--output-dir", str(out), "--no-progress",
+               "--num-workers", "0"]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert "sta eval: error: another `sta eval` is writing to" in done.stderr  # rank 0
+    assert "sta eval: rank 0 stopped (its error is above); this rank stops with it" in done.stderr  # rank 1
+    assert "gloo" not in done.stderr.lower() and "Connection closed by peer" not in done.stderr
+
+
+@pytest.mark.parametrize(("field", "value"), [("batch_size", 10**6), ("num_workers", 10**4)])
+def test_run_counts_are_bounded(field, value):
+    with pytest.raises(ValueError, match="at most|0 to") as err:
+        EvalSettings(views=VIEWS, **{field: value})
+    assert err.value.param == field

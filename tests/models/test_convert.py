@@ -18,6 +18,7 @@ from sta.models.convert import (  # noqa: E402
     convert_checkpoint,
     hf_model_from_release,
     load_hf_as_backbone,
+    load_hf_model,
     read_hf_config,
 )
 from sta.models.hf_mapping import hf_config_from_release  # noqa: E402
@@ -77,6 +78,25 @@ def test_hf_directory_without_classifier_is_refused(tmp_path):
         load_hf_as_backbone(tmp_path / "nowhere")
 
 
+def test_biases_a_transformers_release_dropped_are_refused(tmp_path, monkeypatch):
+    """transformers 5.0 up to its fix loaded VideoMAE 4.x directories with q/v biases at zero, saying only that
+    q_bias / v_bias were unexpected: such a model is refused, not run."""
+    from transformers import VideoMAEForVideoClassification
+
+    random_hf_classifier().save_pretrained(tmp_path / "hf")
+    load = VideoMAEForVideoClassification.from_pretrained.__func__
+
+    def buggy(cls, *args, **kwargs):
+        model, info = load(cls, *args, **kwargs)
+        info["unexpected_keys"] = {"videomae.encoder.layer.0.attention.attention.q_bias",
+                                   "videomae.encoder.layer.0.attention.attention.v_bias"}
+        return model, info
+
+    monkeypatch.setattr(VideoMAEForVideoClassification, "from_pretrained", classmethod(buggy))
+    with pytest.raises(ValueError, match="did not load its attention biases .*q_bias.*upgrade transformers"):
+        load_hf_as_backbone(tmp_path / "hf")
+
+
 def test_convert_checkpoint_refusals_speak_in_library_terms(tmp_path):
     """What is wrong, in convert_checkpoint's own words: never a command-line flag."""
     random_hf_classifier().save_pretrained(tmp_path / "hf")
@@ -120,3 +140,28 @@ def test_cli_convert_then_flops_and_eval_with_hf_model(tmp_path, capsys, sample_
                  "--test-num-segment", "1", "--test-num-crop", "1", "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["views"] == 1 and summary["model"]["hf_model"].endswith("hf") and summary["model"]["r"] == [4] * 3
+
+
+def test_a_checkpoint_that_records_its_config_converts_with_it(tmp_path):
+    """The bundled checkpoint's args say 64 px, 2 heads and class names: the HF directory keeps all three, and
+    gives the same logits (checked before writing)."""
+    from sta.data.synthetic import CLASS_NAMES
+    from sta.models.bundled import BUNDLED_CHECKPOINT, load_bundled_model
+
+    assert convert_checkpoint(BUNDLED_CHECKPOINT, tmp_path / "hf") == "to-hf"
+    hf = load_hf_model(tmp_path / "hf")
+    assert (hf.config.image_size, hf.config.num_attention_heads) == (64, 2)
+    assert [hf.config.id2label[i] for i in range(len(CLASS_NAMES))] == list(CLASS_NAMES)
+    clips = torch.randn(2, 3, 16, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(clips.transpose(1, 2)).logits, load_bundled_model()(clips), rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_converting_onto_the_source_is_refused(tmp_path):
+    torch.save({"model": tiny_model().state_dict()}, tmp_path / "release.pth")
+    with pytest.raises(ValueError, match="is the model being converted"):
+        convert_checkpoint(tmp_path / "release.pth", tmp_path / "release.pth")
+    (tmp_path / "taken").write_bytes(b"x")
+    with pytest.raises(ValueError, match="is a file: a Hugging Face model is written as a directory"):
+        convert_checkpoint(tmp_path / "release.pth", tmp_path / "taken", direction="to-hf")

@@ -117,6 +117,19 @@ def test_prefixes_are_stripped(tmp_path, prefix):
         torch.testing.assert_close(target(tiny_clips(1)), source(tiny_clips(1)), rtol=0, atol=0)
 
 
+def test_compile_prefix_on_some_keys_is_stripped_key_by_key(tmp_path):
+    """VideoMAE V2's loader strips ``_orig_mod.`` from each key that has it: such a file loads there, so here too."""
+    source, target = tiny_model(seed=1), tiny_model(seed=2)
+    mixed = {("_orig_mod." + k if k.startswith("blocks.") else k): v for k, v in source.state_dict().items()}
+    torch.save({"model": mixed}, tmp_path / "ck.pth")
+    load_checkpoint(target, tmp_path / "ck.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(target(tiny_clips(1)), source(tiny_clips(1)), rtol=0, atol=0)
+    clash = {**source.state_dict(), "_orig_mod.head.bias": torch.zeros(5)}
+    with pytest.raises(CheckpointError, match="two weights for one parameter"):
+        extract_state_dict(clash)
+
+
 def test_prefix_on_some_keys_only_is_kept():
     state = tiny_model().state_dict()
     mixed = {("encoder." + k if k.startswith("blocks.") else k): v for k, v in state.items()}

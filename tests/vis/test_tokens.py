@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sta.cli import main
 from sta.measure.gradnorm import token_gradnorm
 from sta.vis.tokens import GridLayout, colorize, sample_clip, visualize
 from tests.helpers import tiny_model
@@ -121,3 +122,21 @@ def test_plot_from_summaries(tmp_path):
     out = plot_accuracy_vs_gflops(rows, tmp_path / "plot.png")
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape[0] > 200 and len(np.unique(image.reshape(-1, 3), axis=0)) > 10  # drawn, not blank
+    (tmp_path / "nan.json").write_text('{"top1": NaN, "gflops_per_view": 6.0}')  # what a run without videos had
+    with pytest.raises(ValueError, match="finite numbers for top1"):
+        read_summaries([tmp_path / "nan.json"])
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 1), (["--sampling-rate", "3"], 3),
+                                                (["--model", "vit_small_patch16_224", "--input-size", "32", "--r", "1"], 4)])
+def test_cli_vis_samples_as_every_command_does(sample_videos, tmp_path, monkeypatch, argv, expected):
+    """The bundled model's clips are consecutive frames: vis, predict and gradnorm all sample it with stride 1."""
+    seen = {}
+
+    def capture(model, video, out, protocol, sampling_rate):
+        seen["rate"] = sampling_rate
+        raise KeyboardInterrupt  # stop before drawing: only the sampling matters here
+
+    monkeypatch.setattr("sta.cli.vis.visualize", capture)
+    assert main(["vis", str(sample_videos / "bikes.mp4"), "--out", str(tmp_path), *argv]) == 130
+    assert seen["rate"] == expected
