@@ -17,11 +17,11 @@ import warnings
 import torch
 
 from sta import __version__
-from sta.cli import bench, convert, demo, evaluate, export, flops, gradnorm, plot, predict, vis
+from sta.cli import bench, compare, convert, demo, evaluate, export, flops, gradnorm, plot, predict, vis
 from sta.cli.output import spell_flags
 from sta.errors import RunFailed, StaError
 
-COMMANDS = (flops, bench, evaluate, predict, export, vis, demo, gradnorm, convert, plot)
+COMMANDS = (flops, bench, evaluate, predict, export, vis, demo, compare, gradnorm, convert, plot)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

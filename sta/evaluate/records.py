@@ -40,13 +40,13 @@ def predictions_path(output_dir: Path, rank: int, world_size: int) -> Path:
     return output_dir / ("predictions.jsonl" if world_size == 1 else f"predictions.rank{rank}.jsonl")
 
 
-def load_predictions(output_dir: Path, expected: dict, num_videos: int
+def load_predictions(output_dir: Path, expected: dict | None, num_videos: int
                      ) -> dict[int, dict[tuple[int, int], list[float]]]:
     """Finished views from every ``predictions*.jsonl`` in ``output_dir``: index -> (segment, crop) -> logits.
 
     Raises :class:`ResumeMismatch` for a file written for another fingerprint
-    or damaged anywhere but its last line; a last line cut short by a crash
-    is ignored (its views are computed again).
+    (``expected=None``: a run just finished, any fingerprint) or damaged anywhere but its
+    last line; a last line cut short by a crash is ignored (its views are computed again).
     """
     done: dict[int, dict[tuple[int, int], list[float]]] = {}
     for path in sorted(output_dir.glob("predictions*.jsonl")):
@@ -59,7 +59,7 @@ def load_predictions(output_dir: Path, expected: dict, num_videos: int
             continue  # only a header cut short: nothing was finished
         if not isinstance(header, dict) or "fingerprint" not in header:
             raise ResumeMismatch(_damaged(path, 1, "the first line is not a `sta eval` header"))
-        if header["fingerprint"] != expected:
+        if expected is not None and header["fingerprint"] != expected:
             raise ResumeMismatch(_mismatch_message(path, header["fingerprint"], expected))
         for number, line in enumerate(lines[1:], start=2):
             record = _parse(path, number, line, last=number == len(lines))

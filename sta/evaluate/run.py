@@ -192,6 +192,20 @@ def count_hits(scores: dict[int, VideoScore], num_views: int) -> Tally:
     return total
 
 
+def video_hits(output_dir: str | Path, entries: list[VideoEntry], summary: EvalSummary) -> dict[int, tuple[bool, bool]]:
+    """index -> (top-1 hit, top-5 hit) of every video a finished run scored (every process's files): what paired
+    tests between two runs on the same videos need, clip by clip."""
+    done = load_predictions(Path(output_dir), None, len(entries))
+    num_views = summary.protocol["num_segments"] * summary.protocol["num_crops"]
+    skipped = {s["video"] for s in summary.skipped}
+    hits = {}
+    for index, views in done.items():
+        if len(views) == num_views and entries[index].video_id not in skipped:
+            ranked = np.argsort(-video_scores(views), kind="stable")
+            hits[index] = (bool(ranked[0] == entries[index].label), bool(entries[index].label in ranked[:5]))
+    return hits
+
+
 def gather_tally(tally: Tally) -> Tally:
     """The sum of every process's tally (itself outside torchrun)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -63,3 +63,34 @@ class RunningStats:
         if self.count < 2:
             return float("nan")
         return t_quantile_975(self.count - 1) * self.std / math.sqrt(self.count)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (Wilson 1927), as fractions in [0, 1].
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0% and 100%, where
+    top-1 on a small or easy set often sits.
+    """
+    if trials < 1 or not 0 <= successes <= trials:
+        raise InvalidInput(f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}")
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)  # the interval's centre is pulled towards 1/2
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends (rounding would miss them)
+    hi = 1.0 if successes == trials else min(1.0, centre + half)
+    return lo, hi
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for paired right/wrong outcomes on the same clips.
+
+    ``only_a``: clips method A gets right and B wrong; ``only_b``: the reverse. Under "A and B are
+    equally good" each discordant clip is a fair coin: p = P(Binomial(n, 1/2) as extreme), n = only_a + only_b.
+    """
+    if only_a < 0 or only_b < 0:
+        raise InvalidInput(f"discordant counts must be >= 0, got {only_a}, {only_b}")
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n  # P(X <= k), computed exactly in integers
+    return min(1.0, 2 * tail)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sta.measure.stats import RunningStats, t_quantile_975
+from sta.measure.stats import RunningStats, mcnemar_exact, t_quantile_975, wilson_interval
 
 
 def test_running_stats_equal_direct_computation():
@@ -27,3 +27,22 @@ def test_running_stats_equal_direct_computation():
     assert t_quantile_975(31) == pytest.approx(2.0395, abs=1e-4)
     assert t_quantile_975(239) == pytest.approx(1.9700, abs=1e-4)
     assert t_quantile_975(10**7) == pytest.approx(1.96, abs=1e-3)
+
+
+def test_wilson_interval_known_values():
+    """Values from Newcombe (1998), Table I: 81 of 263 -> 0.2553 to 0.3662; 0 of 10 -> 0 to 0.2775."""
+    lo, hi = wilson_interval(81, 263)
+    assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and round(hi, 4) == 0.2775
+    assert wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_mcnemar_exact_against_the_binomial():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)  # every discordant clip on one side: 2 * 0.5**6
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)  # symmetric
