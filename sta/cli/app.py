@@ -76,8 +76,18 @@ def describe(err: BaseException) -> str | None:
     return None
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The options; a word no option takes is an error of the command it follows (pointing at its help)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     debug = args.debug or os.environ.get("STA_DEBUG", "") not in ("", "0")
     warnings.showwarning = show_warning
     if not debug:

@@ -99,6 +99,9 @@ def run(args) -> None:
     if args.json:
         print(json.dumps(summary.to_dict()))
         return
+    if summary.resumed_views:
+        print(f"sta eval: resumed {summary.resumed_views} views from {args.output_dir}; computed the views of "
+              f"{summary.computed_videos} videos", file=sys.stderr)
     print(f"top-1 {summary.top1:.2f}%  top-5 {summary.top5:.2f}%  on {summary.videos} videos ({summary.views} views); "
           f"skipped {len(summary.skipped)}; {summary.gflops_per_view:.2f} GFLOPs/view; {summary.wall_time_s:.1f}s")
     print(f"summary: {summary_file}")

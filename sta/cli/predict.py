@@ -35,7 +35,7 @@ BUNDLED_R = 16  # the bundled model's groups hold 64 tokens
 def add_arguments(p) -> None:
     p.add_argument("videos", nargs="+", help="video files, folders (every video inside) or glob patterns")
     add_model_args(p, weights=True)
-    add_pruning_args(p, sweep=False)
+    add_pruning_args(p, sweep=False, default_r=f"0 ({BUNDLED_R} for the bundled model)")
     g = p.add_argument_group("views and names")
     add_sampling_args(g)
     g.add_argument("--views", type=parse_views, help="SEGMENTSxCROPS, e.g. 1x1 (default: the protocol's, 5x3 / 2x3)")
@@ -62,6 +62,10 @@ def run(args) -> None:
               f"{prepared.runner.backend}")
     warning = "  [RANDOM WEIGHTS: these predictions mean nothing]" if prepared.random_weights else ""
     print(header + warning, file=sys.stderr)
+    if prepared.bundled:
+        print("sta predict: the bundled model knows only its synthetic task (12 shape x direction classes): on any "
+              "other video its answer means nothing; name a model (--model/--ckpt-path, --hf-model) for real videos",
+              file=sys.stderr)
     failed = 0
     for prediction in predict_videos(prepared.runner, videos, views, names, top_k=args.top_k,
                                      batch_size=args.batch_size, num_workers=args.num_workers,

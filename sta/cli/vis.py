@@ -34,6 +34,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
+    if os.path.isdir(args.video):
+        raise InvalidInput(f"{args.video} is a folder: sta vis draws one video (sta predict takes folders)")
     if not os.path.isfile(args.video):
         raise InvalidInput(f"{args.video}: no such video file")
     loaded = load_model(model_request(args), pruning_request(args), default_r=DEFAULT_R, allow_bundled=True,

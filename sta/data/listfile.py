@@ -54,11 +54,15 @@ def _parse_label(text: str, where: str, num_classes: int | None) -> int:
     return label
 
 
-def _resolve(path: str, data_root: str | os.PathLike[str] | None) -> str:
-    """Join ``data_root`` in front of a relative ``path``; keep absolute paths."""
-    if data_root is None or os.path.isabs(path):
+def _resolve(path: str, data_root: str | os.PathLike[str] | None, list_dir: str) -> str:
+    """Join ``data_root`` in front of a relative ``path``; keep absolute paths. Without a root, a relative path
+    is taken from the current folder, as the release does, unless only the list file's folder holds it."""
+    if os.path.isabs(path):
         return path
-    return os.path.join(os.fspath(data_root), path)
+    if data_root is not None:
+        return os.path.join(os.fspath(data_root), path)
+    beside = os.path.join(list_dir, path)
+    return beside if not os.path.exists(path) and os.path.exists(beside) else path
 
 
 def read_list_file(
@@ -75,7 +79,9 @@ def read_list_file(
 
     ``path``: the list file. ``data_root``: the directory relative video paths
     are relative to; with ``None`` a relative path is kept as written (the
-    release opens it relative to the current directory). ``num_classes``: if
+    release opens it relative to the current directory), unless it is not there
+    but next to the list file (a list written with its videos, as
+    :func:`sta.data.synthetic.write_videos` writes one). ``num_classes``: if
     given, labels must be ``< num_classes``. Returns one ``VideoEntry`` per
     video line.
 
@@ -95,6 +101,7 @@ def read_list_file(
         raise ListFileError(f"{os.fspath(path)}, line {line_no}: not UTF-8 text (byte {raw[err.start]:#x}); "
                             "save the list file as UTF-8") from None
     entries: list[VideoEntry] = []
+    list_dir = os.path.dirname(os.path.abspath(path))
     first_line: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -107,7 +114,7 @@ def read_list_file(
             )
         video, label_text = fields
         label = _parse_label(label_text, where, num_classes)
-        entries.append(VideoEntry(_resolve(video, data_root), label, line_no, video))
+        entries.append(VideoEntry(_resolve(video, data_root, list_dir), label, line_no, video))
         first_line.setdefault(video, line_no)
     if len(first_line) < len(entries):
         counts = Counter(e.video_id for e in entries)

@@ -203,7 +203,7 @@ def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vid
         container = av.open(path, mode="r", metadata_errors="ignore")
     except av.FFmpegError as exc:
         raise VideoDecodeError(
-            f"{path}: cannot open as a video (not a video, or truncated/corrupt container): {exc}"
+            f"{path}: cannot open as a video (not a video, or truncated/corrupt container: {exc.strerror or exc})"
         ) from exc
     try:
         if container.format.name in _NOT_VIDEO_FORMATS or not container.streams.video:

@@ -130,7 +130,8 @@ class ViewDataset(torch.utils.data.Dataset):
         try:
             views = read_test_views(entry.path, self.protocol)
         except (VideoDecodeError, OSError) as err:  # a problem of this video; anything else is a bug and raises
-            return VideoItem(index, error=str(err))
+            reason = str(err)  # said next to the video's name: without the path the message starts with
+            return VideoItem(index, error=reason.removeprefix(f"{entry.path}: "))
         views = [v for v in views if (v.segment, v.crop) not in done]
         return VideoItem(index, keys=[(v.segment, v.crop) for v in views],
                          clips=torch.stack([v.clip for v in views]) if views else None)

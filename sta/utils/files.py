@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 
 from sta.errors import InvalidInput
@@ -29,6 +30,11 @@ def hf_model_type(path: str | os.PathLike, supported: Iterable[str]) -> str:
     path = os.fspath(path)
     config = os.path.join(path, "config.json")
     if not os.path.isdir(path):
+        if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not os.path.exists(path):
+            raise InvalidInput(f"{path!r} looks like a Hugging Face hub id: models are loaded from a local directory "
+                               f"only (nothing is downloaded). On a machine with access, `huggingface-cli download "
+                               f"{path} --local-dir DIR` (or `save_pretrained(DIR)` in Python), then pass DIR",
+                               param="hf_model")
         raise InvalidInput(f"{path!r} is not a local Hugging Face model directory (config.json + weights)")
     if not os.path.isfile(config):
         raise InvalidInput(f"{path!r} has no config.json: not a Hugging Face model directory")

@@ -45,6 +45,8 @@ def plot_accuracy_vs_gflops(rows: list[dict], out: str | Path, title: str = "top
         ax.plot([p["gflops_per_view"] for p in points], [p["top1"] for p in points], marker="o", label=method)
     ax.set_xlabel("GFLOPs per view (1 multiply-add = 1 FLOP)")
     ax.set_ylabel("top-1 (%)")
+    bottom, top = ax.get_ylim()
+    ax.set_ylim(bottom, min(top, 100.5))  # no room above 100%: a percentage ends there
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

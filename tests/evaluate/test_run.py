@@ -355,3 +355,29 @@ def test_run_counts_are_bounded(field, value):
     with pytest.raises(ValueError, match="at most|0 to") as err:
         EvalSettings(views=VIEWS, **{field: value})
     assert err.value.param == field
+
+
+def test_a_run_that_scored_nothing_does_not_block_the_next(tmp_path):
+    """First try: the list's relative paths did not resolve, every video skipped. The corrected run (another
+    fingerprint) must not be refused for 'predictions of a different run': there are none."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    solid_video(root / "v1.mp4", GREYS[1], num_frames=30)
+    (root / "test.csv").write_text("v1.mp4 1\n")
+    out = tmp_path / "out"
+    wrong = read_list_file(root / "test.csv", data_root=str(tmp_path / "elsewhere"))
+    assert evaluate(GreyReader(), wrong, SETTINGS, out, {"name": "grey"}, progress=False).videos == 0
+    right = read_list_file(root / "test.csv", data_root=str(root))
+    assert evaluate(GreyReader(), right, SETTINGS, out, {"name": "grey"}, progress=False).videos == 1
+
+
+def test_a_list_written_next_to_its_videos_reads_as_is(tmp_path, monkeypatch):
+    root = tmp_path / "videos"
+    root.mkdir()
+    solid_video(root / "v1.mp4", GREYS[1], num_frames=30)
+    (root / "test.csv").write_text("v1.mp4 1\n")
+    monkeypatch.chdir(tmp_path)  # not the list's folder
+    (entry,) = read_list_file(root / "test.csv")
+    assert entry.path == str(root / "v1.mp4") and entry.video_id == "v1.mp4"
+    (root / "v1.mp4").rename(tmp_path / "v1.mp4")  # the current folder has it: the release's reading wins
+    assert read_list_file(root / "test.csv")[0].path == "v1.mp4"
