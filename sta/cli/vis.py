@@ -42,7 +42,8 @@ def run(args) -> None:
                         bundled_r=BUNDLED_R)
     print_notes(NAME, loaded.notes)
     result = visualize(loaded.model, args.video, args.out, protocol=dataset_of(args).protocol,
-                       sampling_rate=sampling_rate(args.sampling_rate, loaded))
+                       sampling_rate=sampling_rate(args.sampling_rate, loaded),
+                       note="RANDOM WEIGHTS: the GradNorm map means nothing" if loaded.random_weights else None)
     print(f"{result.method} r={format_r(result.r)}: tokens kept {format_tokens(result.tokens_per_stage)} of "
           f"{result.tokens_total}, {result.gflops_per_view:.2f} GFLOPs/view; keeps "
           f"{result.gradnorm_kept_share:.1%} of the GradNorm mass")

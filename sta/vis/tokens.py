@@ -28,6 +28,7 @@ GAP = 4  # pixels between tiles
 HEADER = 28  # pixels of title band above a grid
 LABEL = 96  # pixels of row-label column left of a grid
 # A perceptual dark-to-bright colour ramp (anchor points of matplotlib's "inferno").
+DROPPED_COLOUR, DROPPED_MIX = np.array([255.0, 0.0, 255.0]), 0.7  # magenta over 70% of a dropped patch
 INFERNO = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
                     [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
 
@@ -68,15 +69,36 @@ def token_grid(values: np.ndarray, model: ClipClassifier) -> np.ndarray:
 
 
 def paint_dropped(frames: np.ndarray, kept: np.ndarray, model: ClipClassifier) -> np.ndarray:
-    """Frames ``F x H x W x 3`` with every dropped token's patch (both frames of its tubelet) white."""
+    """Frames ``F x H x W x 3`` with every dropped token's patch (both frames of its tubelet) tinted magenta:
+    a colour natural video rarely has, so the mark reads on a white wall and on a dark one alike."""
     out = frames.copy()
-    out[~token_grid(kept, model).astype(bool)] = 255
+    dropped = ~token_grid(kept, model).astype(bool)
+    out[dropped] = tint(out[dropped])
     return out
 
 
-def colorize(values: np.ndarray) -> np.ndarray:
-    """Values -> uint8 RGB through the colour ramp, scaled to their own min..max."""
-    lo, hi = float(values.min()), float(values.max())
+def tint(pixels: np.ndarray) -> np.ndarray:
+    """The dropped-token mark: ``DROPPED_MIX`` of magenta over the pixel (uint8 in, uint8 out)."""
+    return np.round((1 - DROPPED_MIX) * pixels + DROPPED_MIX * DROPPED_COLOUR).astype(np.uint8)
+
+
+def robust_range(values: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """The 1st..99th percentile of ``values``: a few very strong tokens must not turn the rest of a map black."""
+    lo, hi = (float(v) for v in np.percentile(values, [low, high]))
+    return (lo, hi) if hi > lo else (float(values.min()), float(values.max()))
+
+
+def log_scale(values: np.ndarray) -> np.ndarray:
+    """log10 of non-negative values, zeros lifted to a millionth of the largest (a map of all zeros stays flat)."""
+    floor = max(float(values.max()) * 1e-6, np.finfo(np.float64).tiny)
+    return np.log10(np.maximum(values, floor))
+
+
+def colorize(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Values -> uint8 RGB through the colour ramp, scaled to ``lo..hi`` (default: their own min..max), clipped."""
+    lo = float(values.min()) if lo is None else lo
+    hi = float(values.max()) if hi is None else hi
+    values = np.clip(values, lo, hi)
     t = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values, dtype=np.float64)
     x = t * (len(INFERNO) - 1)
     i = np.clip(np.floor(x).astype(int), 0, len(INFERNO) - 2)
@@ -107,31 +129,56 @@ class GridLayout:
 
     tile_h: int
     tile_w: int
+    header: int = HEADER  # title band height (taller for wide images, whose text is larger)
+    label: int = LABEL
+
+    @classmethod
+    def for_tiles(cls, cols: int, tile_h: int, tile_w: int) -> GridLayout:
+        """The layout of ``cols`` tiles per row, its text size grown with the image's width."""
+        font = cls.font_size(cols, tile_w)
+        return cls(tile_h, tile_w, header=max(HEADER, 2 * font + 8), label=max(LABEL, 8 * font))
+
+    @staticmethod
+    def font_size(cols: int, tile_w: int) -> int:
+        return max(11, (LABEL + cols * (tile_w + GAP)) // 110)  # ViT-B's 16 frames of 224: 34 px text
 
     def origin(self, row: int, col: int) -> tuple[int, int]:
-        return HEADER + row * (self.tile_h + GAP), LABEL + col * (self.tile_w + GAP)
+        return self.header + row * (self.tile_h + GAP), self.label + col * (self.tile_w + GAP)
 
     def size(self, rows: int, cols: int) -> tuple[int, int]:
-        return HEADER + rows * (self.tile_h + GAP), LABEL + cols * (self.tile_w + GAP)
+        return self.header + rows * (self.tile_h + GAP), self.label + cols * (self.tile_w + GAP)
 
 
-def compose(rows: list[np.ndarray], title: str, row_labels: list[str]):
-    """Rows of ``F x H x W x 3`` tiles -> one PIL image with a title band and row labels."""
+def compose(rows: list[np.ndarray], title: str, row_labels: list[str], colour_bar: tuple[str, str] | None = None):
+    """Rows of ``F x H x W x 3`` tiles -> one PIL image with a title band, row labels and (``colour_bar``: the
+    texts at its two ends) the colour ramp as a bar in the title band. Text grows with the image's width."""
     Image, ImageDraw = require_pillow()
+    from PIL import ImageFont
+
     n_cols, tile_h, tile_w = rows[0].shape[0], rows[0].shape[1], rows[0].shape[2]
-    layout = GridLayout(tile_h, tile_w)
+    layout = GridLayout.for_tiles(n_cols, tile_h, tile_w)
+    font_size = GridLayout.font_size(n_cols, tile_w)
+    font = ImageFont.load_default(size=font_size)
     height, width = layout.size(len(rows), n_cols)
-    canvas = np.full((height, width, 3), 24, dtype=np.uint8)  # dark background: white patches stand out
+    canvas = np.full((height, width, 3), 24, dtype=np.uint8)  # dark background between tiles
     for r, tiles in enumerate(rows):
         for c, tile in enumerate(tiles):
             y, x = layout.origin(r, c)
             canvas[y : y + tile_h, x : x + tile_w] = tile
+    if colour_bar is not None:  # the ramp, left (low) to right (high), at the band's right end
+        bar_w, bar_h = min(width // 4, 40 * font_size), max(6, font_size // 2)
+        ramp = colorize(np.linspace(0.0, 1.0, bar_w))[None].repeat(bar_h, axis=0)
+        x0, y0 = width - bar_w - 8 - 5 * font_size, layout.header - bar_h - 4
+        canvas[y0 : y0 + bar_h, x0 : x0 + bar_w] = ramp
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
-    draw.text((6, 8), title, fill=(255, 255, 255))
+    draw.text((6, 4), title, fill=(255, 255, 255), font=font)
+    if colour_bar is not None:
+        draw.text((x0, y0 - font_size - 2), colour_bar[0], fill=(255, 255, 255), font=font)
+        draw.text((x0 + bar_w + 6, y0 - font_size // 2), colour_bar[1], fill=(255, 255, 255), font=font)
     for r, label in enumerate(row_labels):
         y, _ = layout.origin(r, 0)
-        draw.multiline_text((6, y + 6), label, fill=(255, 255, 255))
+        draw.multiline_text((6, y + 6), label, fill=(255, 255, 255), font=font)
     return image, layout
 
 
@@ -158,11 +205,12 @@ class VisResult:
 
 
 def visualize(model: ClipClassifier, video: str | Path, out_dir: str | Path, protocol: str = "kinetics",
-              sampling_rate: int = 4, name: str | None = None) -> VisResult:
+              sampling_rate: int = 4, name: str | None = None, note: str | None = None) -> VisResult:
     """Write ``kept_tokens.png``, ``gradnorm.png``, ``kept_tokens.gif`` and ``tokens.json`` for one video.
 
     Uses ``model.r`` for the kept tokens and the unpruned model (r = 0) for the
-    GradNorm map. Returns what ``tokens.json`` holds.
+    GradNorm map. ``note`` goes into both pictures' titles (e.g. that the weights are
+    random). Returns what ``tokens.json`` holds.
     """
     Image, _ = require_pillow()
     out_dir = Path(out_dir)
@@ -188,16 +236,20 @@ def visualize(model: ClipClassifier, video: str | Path, out_dir: str | Path, pro
     stem = name or Path(video).name
     painted = [paint_dropped(frames, m, model) for m in masks]
     title = (f"{stem}  {method}: tokens kept {' -> '.join(map(str, report.tokens))} of {num_tokens}, "
-             f"{report.gflops:.2f} GFLOPs/view")
+             f"{report.gflops:.2f} GFLOPs/view (dropped: magenta)" + (f"  [{note}]" if note else ""))
     kept_image, _ = compose(painted, title, [f"after\nstage {k + 1}\n{m.sum()} kept" for k, m in enumerate(masks)])
     kept_image.save(out_dir / "kept_tokens.png")
 
-    heat = colorize(token_grid(gradnorm, model))
+    shown = log_scale(gradnorm)  # heavy-tailed: on a linear scale a handful of tokens would be all one sees
+    lo, hi = robust_range(shown)
+    heat = colorize(token_grid(shown, model), lo, hi)
     outlined = outline_kept(frames, masks[-1], model)
     grad_image, _ = compose([heat, outlined],
                             f"{stem}  GradNorm of the predicted class (unpruned model); {method} keeps "
-                            f"{shares[-1]:.1%} of the GradNorm mass with {masks[-1].sum()}/{num_tokens} tokens",
-                            ["GradNorm", "kept after\nstage 3"])
+                            f"{shares[-1]:.1%} of the GradNorm mass with {masks[-1].sum()}/{num_tokens} tokens"
+                            + (f"  [{note}]" if note else ""),
+                            ["GradNorm\n(log scale)", "kept after\nstage 3"],
+                            colour_bar=(f"{10**lo:.2g} (1st pct)", f"{10**hi:.2g} (99th)"))
     grad_image.save(out_dir / "gradnorm.png")
 
     gif_frames = [Image.fromarray(np.concatenate([frames[f], *(p[f] for p in painted)], axis=1))
