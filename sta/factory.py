@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 import torch
 
 from sta.core.contract import ClipClassifier
+from sta.core.methods import METHODS, Needs, check_method_use
 from sta.core.schedule import R, RSpec, normalize_r
 from sta.deploy.metadata import ModelInfo, model_info
 from sta.deploy.runners import Runner, open_exported
 from sta.errors import InvalidInput
+from sta.measure.gradnorm import oracle_scorer
 from sta.models.bundled import CLASS_NAMES as BUNDLED_CLASS_NAMES
 from sta.models.bundled import SAMPLING_RATE as BUNDLED_SAMPLING_RATE
 from sta.models.bundled import bundled_model_available, load_bundled_model
@@ -162,11 +164,12 @@ def build_architecture(request: ModelRequest, method: str | None = None, device:
 
 
 def load_model(request: ModelRequest, pruning: PruningRequest | None = None, default_r: RSpec | None = 0,
-               allow_bundled: bool = False, bundled_r: RSpec = 0) -> LoadedModel:
+               allow_bundled: bool = False, bundled_r: RSpec = 0, use: str | None = None) -> LoadedModel:
     """The model with its weights, at the r ``pruning`` asks for (else ``default_r``; the bundled model: ``bundled_r``).
 
     ``default_r=None``: the caller sweeps r itself; the model stays unpruned (and ``pruning`` must be empty).
     ``allow_bundled``: with nothing named, the bundled model (else a random-weight release model, as before).
+    ``use`` (``"export"``, ``"predict"``, ``"bench"``): refuse a method that cannot serve it, saying why.
     """
     source = check_request(request, allow_bundled=allow_bundled)
     if source == "exported":
@@ -182,6 +185,10 @@ def load_model(request: ModelRequest, pruning: PruningRequest | None = None, def
     else:
         loaded = _load_release(request)
     loaded.model.set_pruning(method=pruning.method or "sta")
+    # `oracle` keeps the tokens with the highest GradNorm of the unpruned model: whatever runs this model gets it.
+    loaded.model.use_scorer(oracle_scorer(loaded.model))
+    if use is not None:
+        check_method_use(loaded.model.method, use)
     if default_r is not None:
         r, note = pick_r(loaded.model, pruning, default_r)
         loaded.model.set_pruning(r=r)
@@ -191,8 +198,9 @@ def load_model(request: ModelRequest, pruning: PruningRequest | None = None, def
 
 def open_runner(request: ModelRequest, pruning: PruningRequest | None = None, backend: str | None = None,
                 dtype: str = "float32", device: str = "cpu", compile: bool = False, default_r: RSpec = 0,
-                allow_bundled: bool = False, bundled_r: RSpec = 0) -> Prepared:
-    """A runner for the request on ``backend`` (default: torch; an exported file: by its suffix)."""
+                allow_bundled: bool = False, bundled_r: RSpec = 0, use: str | None = None) -> Prepared:
+    """A runner for the request on ``backend`` (default: torch; an exported file: by its suffix); ``use`` as in
+    :func:`load_model`."""
     from sta.deploy.export import runner_for
 
     if request.source == "exported":
@@ -207,7 +215,10 @@ def open_runner(request: ModelRequest, pruning: PruningRequest | None = None, ba
         desc = dict(exported=os.path.abspath(request.exported), exported_sha256=file_sha256(request.exported),
                     name=runner.info.model)
         return Prepared(runner, runner.info, desc, random_weights=runner.info.random_weights)
-    loaded = load_model(request, pruning, default_r, allow_bundled, bundled_r)
+    loaded = load_model(request, pruning, default_r, allow_bundled, bundled_r, use)
+    if (compile or (backend or "torch") != "torch") and Needs.SCORES in METHODS[loaded.model.method].needs:
+        raise InvalidInput(f"{loaded.model.method} scores every clip with a backward pass of the eager model: run it "
+                           "with `backend` torch, without `compile`", param="method")
     info = model_info(loaded.model, loaded.name, loaded.class_names, sampling_rate=loaded.sampling_rate,
                       random_weights=loaded.random_weights)
     runner = runner_for(loaded.model, info, backend or "torch", dtype, device, compile)

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from sta.core.methods import check_method
+from sta.core.reduction import TokenGrid
 from sta.core.schedule import PruneStage, R, RSpec, build_stages, normalize_r
 from sta.errors import InvalidInput, MissingDependency
 
@@ -49,7 +50,7 @@ class Layout:
 class Family:
     """One Hugging Face model family: the values and functions that differ between families.
 
-    ``pruned_forward(model, *args, stages, method, trace, **kwargs)`` is the bare
+    ``pruned_forward(model, *args, stages, method, trace, scores, **kwargs)`` is the bare
     model's forward with pruning: HF's arguments, HF's output type.
     """
 
@@ -79,6 +80,12 @@ class Family:
         g = self.grid(config)
         (h, w), (ph, pw) = g.image_size, g.patch_size
         return Layout(config.num_hidden_layers, g.num_frames // g.tubelet_size, (h // ph) * (w // pw))
+
+    def token_grid(self, config) -> TokenGrid:
+        """The token layout the reduction methods see (RLT reads the tubelet and the patch's height)."""
+        g = self.grid(config)
+        lay = self.layout(config)
+        return TokenGrid(lay.num_slices, lay.tokens_per_slice, g.tubelet_size, g.patch_size[0])
 
     def clip_fields(self, config) -> dict[str, int]:
         """The classifier's clip and model sizes, the fields of :class:`sta.core.contract.ClipConfig` (but mean /

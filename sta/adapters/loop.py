@@ -7,14 +7,13 @@ embeds, runs its layers through :meth:`PrunedCall.run` with its own layer step
 (one layer from the layer's own submodules, returning the head-averaged keys on
 request) and ends as HF's forward does. Everything else lives here, once:
 
-- :func:`run_layers`: the layer loop. After the output of each stage layer
-  (``0``, ``depth // 3``, ``2 * depth // 3``, as :func:`sta.core.schedule.stage_blocks`)
-  it calls the core reducer ``sta.core.methods.METHODS[method]`` on the *patch*
-  tokens. Prefix tokens (ViViT's CLS) are never scored, dropped or moved: they
-  stay first. The loop always carries the original positions (``slice * S +
-  spatial``) of the live patch tokens, so a family whose layers need them (V-JEPA 2's
-  rotary embedding) reads them from :class:`LayerInput`; ToMe's merged-token
-  sizes become a ``log(size)`` attention bias (0 for prefix tokens).
+- :func:`run_layers`: the layer loop, driven by :class:`sta.core.forward.PruningPass`
+  on the *patch* tokens (before layer 0 for RLT, after each stage layer otherwise),
+  handing each method what it declares it needs. Prefix tokens (ViViT's CLS) are
+  never scored, dropped or moved: they stay first. The original positions
+  (``slice * S + spatial``) of the live patch tokens reach every layer through
+  :class:`LayerInput` (V-JEPA 2's rotary embedding); merged-token sizes (ToMe,
+  vid-TLDR) become a ``log(size)`` attention bias (0 for prefix tokens).
 - :func:`attention`: eager ``softmax(q k^T * scale + bias) v`` (HF's eager code,
   weights in float32 before the cast) or fused attention through
   :func:`sta.core.attention.attend`, chosen from ``config._attn_implementation``.
@@ -35,7 +34,8 @@ Nothing here knows a family by name; nothing family-specific goes into :mod:`sta
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,13 +46,15 @@ from torch import Tensor, nn
 from sta.adapters.family import Family
 from sta.core.attention import attend
 from sta.core.contract import ClipClassifier, TokenTrace
-from sta.core.methods import METHODS, ReductionState
+from sta.core.forward import PruningPass
+from sta.core.methods import Needs
+from sta.core.reduction import TokenGrid
 from sta.core.schedule import PruneStage, R, RSpec, stage_blocks
 from sta.errors import InvalidInput
 
 __all__ = [
-    "LayerInput", "PatchedModel", "PatchedClassifier", "PrunedCall", "attention", "begin_call", "heads",
-    "run_layers", "patch_model", "patched_inner", "forward_with_trace",
+    "LayerInput", "LayerOutput", "PatchedModel", "PatchedClassifier", "PrunedCall", "attention", "begin_call",
+    "heads", "run_layers", "patch_model", "patched_inner", "forward_with_trace", "pruning_inputs",
 ]
 
 
@@ -68,10 +70,21 @@ class LayerInput:
     need_keys: bool  # return the layer's keys averaged over heads (a stage layer)
     eager: bool  # explicit attention (and its weights) instead of the fused kernel
     dropout: float  # attention-probability dropout (0 in eval mode)
+    need_probs: bool = False  # return the attention probabilities without the size bias (a stage layer of vidtldr)
 
 
-# (layer, x: B x N x C, LayerInput) -> (output B x N x C, keys B x N x d or None, attention weights or None)
-LayerStep = Callable[[nn.Module, Tensor, LayerInput], tuple[Tensor, Tensor | None, Tensor | None]]
+@dataclass
+class LayerOutput:
+    """What a family's layer step gives back."""
+
+    x: Tensor  # B x N x C
+    keys: Tensor | None = None  # B x N x d: keys averaged over heads (when need_keys)
+    weights: Tensor | None = None  # B x H x N x N: the attention weights used (eager attention)
+    probs: Tensor | None = None  # B x H x N x N float32: probabilities without the size bias (when need_probs)
+
+
+# (layer, x: B x N x C, LayerInput) -> LayerOutput
+LayerStep = Callable[[nn.Module, Tensor, LayerInput], LayerOutput]
 
 
 @dataclass
@@ -83,40 +96,48 @@ class LoopOutput:
 
 def run_layers(layers: Sequence[nn.Module], x: Tensor, step: LayerStep, stages: tuple[PruneStage, ...],
                method: str = "sta", *, prefix: int = 0, trace: TokenTrace | None = None, eager: bool = False,
-               dropout: float = 0.0, output_hidden_states: bool = False, output_attentions: bool = False
+               dropout: float = 0.0, output_hidden_states: bool = False, output_attentions: bool = False,
+               grid: TokenGrid | None = None, clips: Tensor | None = None, scores: Tensor | None = None
                ) -> LoopOutput:
     """Run ``layers`` on ``x`` (``B x (prefix + T*S) x C``), reducing the patch tokens after each stage layer.
 
     ``trace.positions`` gets, after each of the three stage layers, the ``B x L_k``
-    original positions of the live patch tokens. Raises ``ValueError`` when the
-    number of patch tokens is not the one the stages were built for.
+    original positions of the live patch tokens. ``grid`` / ``clips`` (``B x 3 x F x H x W``)
+    / ``scores`` (``B x T*S``) are for the methods that need them. Raises ``ValueError``
+    when the number of patch tokens is not the one the stages were built for.
     """
     B, N, _ = x.shape
     L = N - prefix
     if stages and L != stages[0].tokens_in:
         raise InvalidInput(f"STA was set up for {stages[0].tokens_in} patch tokens (frames, size and patch from the "
                            f"model's config) but this input gives {L}; set r = 0 for other input shapes")
-    reduce = METHODS[method]
-    stage_at = {stage.block: stage for stage in stages}
+    pruning = PruningPass(method, stages, B, L, x.device, grid=grid, clips=clips, scores=scores)
     trace_at = set(stage_blocks(len(layers))) if trace is not None else set()
-    state = ReductionState(positions=torch.arange(L, device=x.device).expand(B, -1))
     hidden = [x] if output_hidden_states else None
     attentions = [] if output_attentions else None
+    x = _with_prefix(x, prefix, pruning.start(x[:, prefix:]))
     for i, layer in enumerate(layers):
-        stage = stage_at.get(i)
-        inp = LayerInput(state.positions, size_bias(state.sizes, prefix, x.dtype), stage is not None, eager, dropout)
-        x, keys, weights = step(layer, x, inp)
-        if stage is not None:
-            patches = reduce(x[:, prefix:], keys[:, prefix:], stage, state)  # the core's reducer
-            x = torch.cat([x[:, :prefix], patches], dim=1) if prefix else patches
+        need = pruning.needs_at(i)
+        inp = LayerInput(pruning.state.positions, size_bias(pruning.state.sizes, prefix, x.dtype),
+                         Needs.KEYS in need, eager, dropout, need_probs=Needs.ATTENTION in need)
+        out = step(layer, x, inp)
+        patches = pruning.after(i, out.x[:, prefix:], keys=None if out.keys is None else out.keys[:, prefix:],
+                                attention=None if out.probs is None else out.probs[:, :, prefix:],
+                                block_input=x[:, prefix:])
+        x = _with_prefix(out.x, prefix, patches)
         if i in trace_at:
-            trace.positions.append(state.positions)
+            trace.positions.append(pruning.state.positions)
         if hidden is not None:
             hidden.append(x)
         if attentions is not None:
-            attentions.append(weights)
+            attentions.append(out.weights)
     return LoopOutput(x, tuple(hidden) if hidden is not None else None,
                       tuple(attentions) if attentions is not None else None)
+
+
+def _with_prefix(x: Tensor, prefix: int, patches: Tensor) -> Tensor:
+    """``x``'s prefix tokens (unchanged, first) followed by ``patches``."""
+    return torch.cat([x[:, :prefix], patches], dim=1) if prefix else patches
 
 
 def size_bias(sizes: Tensor | None, prefix: int, dtype: torch.dtype) -> Tensor | None:
@@ -130,27 +151,31 @@ def size_bias(sizes: Tensor | None, prefix: int, dtype: torch.dtype) -> Tensor |
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, inp: LayerInput, scaling: float | None = None
-              ) -> tuple[Tensor, Tensor | None]:
-    """``q, k, v``: ``B x H x N x d`` -> (context ``B x N x H*d``, weights ``B x H x N x N`` when eager).
+              ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``q, k, v``: ``B x H x N x d`` -> (context ``B x N x H*d``, weights ``B x H x N x N`` when eager,
+    probabilities without the size bias ``B x H x N x N`` float32 when ``inp.need_probs``).
 
     Eager follows HF's ``eager_attention_forward`` (scores times ``scaling``, plus the
-    bias, softmax in float32, cast, dropout); otherwise fused attention.
+    bias, softmax in float32, cast, dropout); otherwise fused attention, unless the
+    probabilities are asked for (then explicit, at the same two products).
     """
     B, H, N, d = q.shape
     scale = d**-0.5 if scaling is None else scaling
-    weights = None
-    if inp.eager:
-        weights = torch.matmul(q, k.transpose(-1, -2)) * scale
+    weights = probs = None
+    if inp.eager or inp.need_probs:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        probs = scores.softmax(dim=-1, dtype=torch.float32) if inp.need_probs else None
         if inp.bias is not None:
-            weights = weights + inp.bias
-        weights = weights.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
-        weights = F.dropout(weights, p=inp.dropout, training=inp.dropout > 0)
+            scores = scores + inp.bias
+        weights = probs if probs is not None and inp.bias is None else scores.softmax(dim=-1, dtype=torch.float32)
+        weights = F.dropout(weights.to(q.dtype), p=inp.dropout, training=inp.dropout > 0)
         context = torch.matmul(weights, v)
+        weights = weights if inp.eager else None
     elif inp.dropout > 0 or scaling is not None and scaling != d**-0.5:
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=inp.bias, dropout_p=inp.dropout, scale=scale)
     else:
         context = attend(q, k, v, inp.bias)
-    return context.transpose(1, 2).reshape(B, N, H * d), weights
+    return context.transpose(1, 2).reshape(B, N, H * d), weights, probs
 
 
 def heads(t: Tensor, num_heads: int) -> Tensor:
@@ -174,12 +199,16 @@ class PrunedCall:
     output_attentions: bool
     eager: bool  # explicit attention: weights were asked for, or config._attn_implementation is eager (or unset)
     dropout: float  # attention-probability dropout (0 in eval mode)
+    grid: TokenGrid | None = None  # the config's token layout (methods that read it: RLT, EVS)
+    scores: Tensor | None = None  # B x T*S per-position scores (oracle)
 
-    def run(self, layers: Sequence[nn.Module], x: Tensor, step: LayerStep, prefix: int = 0) -> LoopOutput:
-        """:func:`run_layers` with this call's stages, method, trace and options."""
+    def run(self, layers: Sequence[nn.Module], x: Tensor, step: LayerStep, prefix: int = 0,
+            clips: Tensor | None = None) -> LoopOutput:
+        """:func:`run_layers` with this call's stages, method, trace and options; ``clips``: the pixel values as
+        ``B x C x F x H x W`` (read only by methods that test pixels)."""
         return run_layers(layers, x, step, self.stages, self.method, prefix=prefix, trace=self.trace,
                           eager=self.eager, dropout=self.dropout, output_hidden_states=self.output_hidden_states,
-                          output_attentions=self.output_attentions)
+                          output_attentions=self.output_attentions, grid=self.grid, clips=clips, scores=self.scores)
 
     def finish(self, outputs):
         """HF's output object, or its tuple when the call asked for ``return_dict=False``."""
@@ -187,7 +216,7 @@ class PrunedCall:
 
 
 def begin_call(model: nn.Module, kwargs: dict, stages: tuple[PruneStage, ...], method: str,
-               trace: TokenTrace | None) -> PrunedCall:
+               trace: TokenTrace | None, scores: Tensor | None = None) -> PrunedCall:
     """The prelude of every family's pruned forward.
 
     Pops ``return_dict``, ``output_hidden_states`` and ``output_attentions`` from
@@ -205,7 +234,9 @@ def begin_call(model: nn.Module, kwargs: dict, stages: tuple[PruneStage, ...], m
     hidden, attentions = bool(option("output_hidden_states", False)), bool(option("output_attentions", False))
     eager = attentions or getattr(config, "_attn_implementation", None) in (None, "eager")
     dropout = config.attention_probs_dropout_prob if model.training else 0.0
-    return PrunedCall(stages, method, trace, return_dict, hidden, attentions, eager, dropout)
+    family = getattr(type(model), "_sta_family", None)
+    grid = family.token_grid(config) if family is not None else None
+    return PrunedCall(stages, method, trace, return_dict, hidden, attentions, eager, dropout, grid, scores)
 
 
 # ---------------------------------------------------------------------------------------- patched classes
@@ -277,6 +308,7 @@ class PatchedModel(_Patched):
     _sta_method: str = "sta"
     _sta_stages: tuple[PruneStage, ...] = ()
     _sta_trace: TokenTrace | None = None
+    _sta_scores: Tensor | None = None  # B x T*S per-position scores for the next forward (oracle)
     _sta_under_classifier = False
 
     @property
@@ -312,7 +344,7 @@ class PatchedModel(_Patched):
     def forward(self, *args, **kwargs):
         if self._sta_stages:
             return self._sta_family.pruned_forward(self, *args, stages=self._sta_stages, method=self._sta_method,
-                                                   trace=self._sta_trace, **kwargs)
+                                                   trace=self._sta_trace, scores=self._sta_scores, **kwargs)
         outputs = super().forward(*args, **kwargs)
         if self._sta_trace is not None:  # r = 0: every patch token survives every stage
             first = outputs[0]
@@ -328,27 +360,12 @@ class PatchedClassifier(_Patched):
     def _sta_inner(self) -> PatchedModel:
         return getattr(self, self._sta_family.inner_attr)
 
-    @property
-    def r(self) -> R:
-        """Tokens dropped (or merged) per group at each of the three stages (0 = HF's own forward)."""
-        return self._sta_inner.r
-
-    @r.setter
-    def r(self, value: RSpec) -> None:
-        self._sta_inner.r = value
-
-    @property
-    def method(self) -> str:
-        """Token-reduction method, a key of ``sta.core.methods.METHODS`` (``"sta"``: the paper's)."""
-        return self._sta_inner.method
-
-    @method.setter
-    def method(self, value: str) -> None:
-        self._sta_inner.method = value
-
-    @property
-    def stages(self) -> tuple[PruneStage, ...]:
-        return self._sta_inner.stages
+    r = property(lambda self: self._sta_inner.r, lambda self, value: setattr(self._sta_inner, "r", value),
+                 doc="Tokens dropped (or merged) per group at each of the three stages (0 = HF's own forward).")
+    method = property(lambda self: self._sta_inner.method,
+                      lambda self, value: setattr(self._sta_inner, "method", value),
+                      doc='Token-reduction method, a key of ``sta.core.methods.METHODS`` (``"sta"``: the paper\'s).')
+    stages = property(lambda self: self._sta_inner.stages, doc="The pruning stages in use (empty at r = 0).")
 
     def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
         """Set r and/or the method together; ``ValueError`` (nothing changed) when they do not fit."""
@@ -396,20 +413,31 @@ def patched_inner(model: nn.Module) -> PatchedModel:
     raise TypeError("this model is not patched: call sta.patch_hf(model) first")
 
 
-def forward_with_trace(model: nn.Module, *args, **kwargs) -> tuple[Any, TokenTrace]:
+@contextmanager
+def pruning_inputs(model: nn.Module, trace: TokenTrace | None = None, scores: Tensor | None = None) -> Iterator[None]:
+    """Inside the block, every forward of the patched ``model`` records into ``trace`` and hands ``scores``
+    (``B x T*S``, for ``oracle``) to the pruning loop."""
+    inner = patched_inner(model)
+    saved = inner._sta_trace, inner._sta_scores
+    inner._sta_trace, inner._sta_scores = trace, scores
+    try:
+        yield
+    finally:
+        inner._sta_trace, inner._sta_scores = saved
+
+
+def forward_with_trace(model: nn.Module, *args, token_scores: Tensor | None = None, **kwargs
+                       ) -> tuple[Any, TokenTrace]:
     """Call a patched model and also return which tokens survived.
 
     Returns ``(outputs, trace)``: ``outputs`` as ``model(*args, **kwargs)`` gives
     them, ``trace.positions[k]`` a ``B x L_k`` int64 tensor of the original
     positions of the patch tokens (``slice * S + spatial``; ViViT's CLS token is
     not listed) alive after stage ``k`` = 0, 1, 2, as :class:`sta.TokenTrace`
-    from the core backbone (at r = 0: every position).
+    from the core backbone (at r = 0: every position). ``token_scores``: ``B x T*S``
+    per-position scores for the ``oracle`` method.
     """
-    inner = patched_inner(model)
     trace = TokenTrace()
-    inner._sta_trace = trace
-    try:
+    with pruning_inputs(model, trace, token_scores):
         outputs = model(*args, **kwargs)
-    finally:
-        inner._sta_trace = None
     return outputs, trace

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sta.adapters.family import Family, Grid, pair
-from sta.adapters.loop import LayerInput, attention, begin_call, heads
+from sta.adapters.loop import LayerInput, LayerOutput, attention, begin_call, heads
 from sta.core.contract import TokenTrace
 from sta.core.schedule import PruneStage
 from sta.errors import InvalidInput
@@ -37,7 +37,8 @@ def check_config(config, under_classifier: bool) -> None:
 
 
 def pruned_forward(model, pixel_values: Tensor | None = None, bool_masked_pos: Tensor | None = None, *extra,
-                   stages: tuple[PruneStage, ...], method: str = "sta", trace: TokenTrace | None = None, **kwargs):
+                   stages: tuple[PruneStage, ...], method: str = "sta", trace: TokenTrace | None = None,
+                   scores: Tensor | None = None, **kwargs):
     """``VideoMAEModel.forward`` with pruning: same arguments, ``BaseModelOutput`` (or tuple) back."""
     from transformers.modeling_outputs import BaseModelOutput
 
@@ -47,9 +48,9 @@ def pruned_forward(model, pixel_values: Tensor | None = None, bool_masked_pos: T
         raise InvalidInput("STA pruning cannot be combined with bool_masked_pos (masked inputs); set r = 0")
     if any(a is not None for a in extra) or kwargs.pop("head_mask", None) is not None:
         raise InvalidInput("head_mask is not supported with STA pruning; set r = 0")
-    call = begin_call(model, kwargs, stages, method, trace)
+    call = begin_call(model, kwargs, stages, method, trace, scores)
     x = model.embeddings(pixel_values, None)  # patch embeddings + fixed sin-cos table: B x T*S x C
-    out = call.run(model.encoder.layer, x, layer_step)
+    out = call.run(model.encoder.layer, x, layer_step, clips=pixel_values.transpose(1, 2))
     x = out.x
     if getattr(model, "layernorm", None) is not None:  # models without mean pooling end with a LayerNorm
         x = model.layernorm(x)
@@ -57,18 +58,18 @@ def pruned_forward(model, pixel_values: Tensor | None = None, bool_masked_pos: T
                                        attentions=out.attentions))
 
 
-def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """One ``VideoMAELayer`` from its submodules -> (output, head-averaged keys or None, attention weights or None)."""
+def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> LayerOutput:
+    """One ``VideoMAELayer`` from its submodules: output, and on request head-averaged keys / attention."""
     h = layer.layernorm_before(x)
     sa = layer.attention.attention
     # transformers >= 5 keeps the q/v biases in query/value; 4.x in separate q_bias / v_bias parameters.
     q = heads(_project(sa.query, h, getattr(sa, "q_bias", None)), sa.num_attention_heads)
     k = heads(sa.key(h), sa.num_attention_heads)  # VideoMAE's key has no bias
     v = heads(_project(sa.value, h, getattr(sa, "v_bias", None)), sa.num_attention_heads)
-    context, weights = attention(q, k, v, inp)
+    context, weights, probs = attention(q, k, v, inp)
     x = x + layer.attention.output(context, h)  # output dense (+ dropout); the residual is ours, as in HF's layer
     x = layer.output(layer.intermediate(layer.layernorm_after(x)), x)  # MLP with its residual
-    return x, (k.mean(1) if inp.need_keys else None), weights
+    return LayerOutput(x, k.mean(1) if inp.need_keys else None, weights, probs)
 
 
 def _project(linear: nn.Linear, h: Tensor, legacy_bias: Tensor | None) -> Tensor:

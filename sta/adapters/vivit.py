@@ -25,7 +25,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sta.adapters.family import Family, Grid, pair
-from sta.adapters.loop import LayerInput, attention, begin_call, heads
+from sta.adapters.loop import LayerInput, LayerOutput, attention, begin_call, heads
 from sta.core.contract import TokenTrace
 from sta.core.schedule import PruneStage
 from sta.errors import InvalidInput
@@ -41,7 +41,7 @@ def grid(config) -> Grid:
 
 def pruned_forward(model, pixel_values: Tensor | None = None, interpolate_pos_encoding: bool = False,
                    attention_mask: Tensor | None = None, *, stages: tuple[PruneStage, ...], method: str = "sta",
-                   trace: TokenTrace | None = None, **kwargs):
+                   trace: TokenTrace | None = None, scores: Tensor | None = None, **kwargs):
     """``VivitModel.forward`` with pruning: same arguments, ``BaseModelOutputWithPooling`` (or tuple) back."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -49,26 +49,26 @@ def pruned_forward(model, pixel_values: Tensor | None = None, interpolate_pos_en
         raise InvalidInput("pixel_values is required")
     if attention_mask is not None:
         raise InvalidInput("attention_mask is not supported with STA pruning; set r = 0")
-    call = begin_call(model, kwargs, stages, method, trace)
+    call = begin_call(model, kwargs, stages, method, trace, scores)
     x = model.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)  # B x (1 + T*S) x C
-    out = call.run(model.layers, x, layer_step, prefix=CLS_TOKENS)
+    out = call.run(model.layers, x, layer_step, prefix=CLS_TOKENS, clips=pixel_values.transpose(1, 2))
     sequence = model.layernorm(out.x)
     pooled = model.pooler(sequence) if model.pooler is not None else None
     return call.finish(BaseModelOutputWithPooling(last_hidden_state=sequence, pooler_output=pooled,
                                                   hidden_states=out.hidden_states, attentions=out.attentions))
 
 
-def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """One ``VivitLayer`` from its submodules -> (output, head-averaged keys or None, attention weights or None)."""
+def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> LayerOutput:
+    """One ``VivitLayer`` from its submodules: output, and on request head-averaged keys / attention."""
     h = layer.layernorm_before(x)
     att = layer.attention
     q = heads(att.q_proj(h), att.num_attention_heads)
     k = heads(att.k_proj(h), att.num_attention_heads)
     v = heads(att.v_proj(h), att.num_attention_heads)
-    context, weights = attention(q, k, v, inp, att.scaling)
+    context, weights, probs = attention(q, k, v, inp, att.scaling)
     x = layer.dropout(att.o_proj(context)) + x
     x = layer.dropout(layer.mlp(layer.layernorm_after(x))) + x
-    return x, (k.mean(1) if inp.need_keys else None), weights
+    return LayerOutput(x, k.mean(1) if inp.need_keys else None, weights, probs)
 
 
 VIVIT = Family(

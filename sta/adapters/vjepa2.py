@@ -36,7 +36,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sta.adapters.family import Family, Grid, pair
-from sta.adapters.loop import LayerInput, attention, begin_call, heads
+from sta.adapters.loop import LayerInput, LayerOutput, attention, begin_call, heads
 from sta.core.contract import TokenTrace
 from sta.core.schedule import PruneStage
 from sta.errors import InvalidInput
@@ -49,7 +49,7 @@ def grid(config) -> Grid:
 
 def pruned_forward(model, pixel_values_videos: Tensor | None = None, context_mask=None, target_mask=None,
                    skip_predictor: bool = False, *, stages: tuple[PruneStage, ...], method: str = "sta",
-                   trace: TokenTrace | None = None, **kwargs):
+                   trace: TokenTrace | None = None, scores: Tensor | None = None, **kwargs):
     """``VJEPA2Model.forward`` with pruning (encoder only): ``VJEPA2WithMaskedInputModelOutput`` (or tuple) back."""
     from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2WithMaskedInputModelOutput
 
@@ -61,10 +61,10 @@ def pruned_forward(model, pixel_values_videos: Tensor | None = None, context_mas
     if not skip_predictor:
         raise InvalidInput("STA pruning runs the V-JEPA 2 encoder only: call with skip_predictor=True (as "
                            "VJEPA2ForVideoClassification does), or set r = 0 to run the predictor")
-    call = begin_call(model, kwargs, stages, method, trace)
+    call = begin_call(model, kwargs, stages, method, trace, scores)
     encoder = model.encoder
     x = encoder.embeddings(pixel_values_videos)  # B x T*S x C, nothing added
-    out = call.run(encoder.layer, x, layer_step)
+    out = call.run(encoder.layer, x, layer_step, clips=pixel_values_videos.transpose(1, 2))
     sequence = encoder.layernorm(out.x)
     return call.finish(VJEPA2WithMaskedInputModelOutput(
         last_hidden_state=sequence,
@@ -72,10 +72,10 @@ def pruned_forward(model, pixel_values_videos: Tensor | None = None, context_mas
         hidden_states=out.hidden_states, attentions=out.attentions, predictor_output=None))
 
 
-def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> LayerOutput:
     """One ``VJEPA2Layer`` from its submodules, rotating q / k at the live tokens' original positions.
 
-    Returns (output, head-averaged keys *before* the rotary embedding or None, attention weights or None).
+    On request: head-averaged keys *before* the rotary embedding, attention weights / probabilities.
     """
     h = layer.norm1(x)
     att = layer.attention
@@ -86,10 +86,10 @@ def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> tuple[Tensor, Te
     pos_ids = att.get_position_ids(h, masks=inp.positions)  # frame / row / column of each original position
     k = att.apply_rotary_embeddings(k, pos_ids)
     q = att.apply_rotary_embeddings(q, pos_ids)
-    context, weights = attention(q, k, v, inp, att.scaling)
+    context, weights, probs = attention(q, k, v, inp, att.scaling)
     x = layer.drop_path(att.proj(context)) + x
     x = layer.drop_path(layer.mlp(layer.norm2(x))) + x
-    return x, keys, weights
+    return LayerOutput(x, keys, weights, probs)
 
 
 VJEPA2 = Family(

@@ -24,8 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from sta.adapters.family import normalization
-from sta.adapters.hf import FAMILIES, family_for, forward_with_trace, patch_hf
+from sta.adapters.hf import FAMILIES, family_for, patch_hf
+from sta.adapters.loop import pruning_inputs
 from sta.core.contract import ClipClassifier, ClipConfig, TokenTrace
+from sta.core.methods import METHODS
 from sta.core.schedule import PruneStage, R, RSpec
 
 __all__ = ["HFModelConfig", "HFVideoClassifier", "hf_model_config"]
@@ -102,15 +104,24 @@ class HFVideoClassifier(ClipClassifier, nn.Module):
         """The submodule that outputs the ``B x T*S x C`` patch embeddings (``sta vis`` hooks it)."""
         return type(self.hf)._sta_family.patch_embedding(self.hf)
 
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
+    def forward(self, x: Tensor, return_trace: bool = False, token_scores: Tensor | None = None
+                ) -> Tensor | tuple[Tensor, TokenTrace]:
         """``B x 3 x F x H x W`` clips -> logits ``B x num_classes``; with ``return_trace`` also a :class:`TokenTrace`
-        (patch-token positions ``slice * S + spatial`` alive after each stage)."""
+        (patch-token positions ``slice * S + spatial`` alive after each stage). ``token_scores``: ``B x T*S``
+        per-position scores for ``oracle`` (ignored by other methods)."""
         self.check_input(x)
+        scores = self.scores_for(x, token_scores)  # first: a scorer may run this model itself
+        if self.stages and METHODS[self.method].variable_count and x.shape[0] > 1:
+            # a count that varies per clip: each clip on its own (packed, never padded into attention)
+            runs = [self.forward(x[b : b + 1], True, None if scores is None else scores[b : b + 1])
+                    for b in range(x.shape[0])]
+            logits = torch.cat([logits for logits, _ in runs])
+            return (logits, TokenTrace.stack([trace for _, trace in runs])) if return_trace else logits
         pixels = x.transpose(1, 2)  # HF video models take B x F x C x H x W
-        if return_trace:
-            outputs, trace = forward_with_trace(self.hf, pixels, return_dict=True)
-            return outputs.logits, trace
-        return self.hf(pixels, return_dict=True).logits
+        trace = TokenTrace() if return_trace else None
+        with pruning_inputs(self.hf, trace, scores):
+            logits = self.hf(pixels, return_dict=True).logits
+        return (logits, trace) if return_trace else logits
 
     def meta_copy(self) -> HFVideoClassifier:
         """The same architecture, r and method on the meta device, without copying any weight (for FLOPs)."""

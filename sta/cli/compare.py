@@ -87,7 +87,7 @@ def run(args) -> None:
         clips = random_clips(model, args.batch_size, parse_dtype(args.dtype), "cpu")
         ms = compare.time_configs(model, configs, clips, args.dtype, args.device, args.timing_rounds)
         for row in result.rows:
-            row.ms_per_clip = ms[row.config]
+            row.ms_per_clip = ms.get(row.config)
     if args.gradnorm:
         add_gradnorm(args, loaded, result)
     for item in skipped:

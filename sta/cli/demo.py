@@ -7,7 +7,7 @@ import sys
 from sta.cli.options import add_budget_args, parse_r, positive_int
 from sta.cli.output import format_r, print_notes
 from sta.core.methods import METHODS
-from sta.demo.run import DEMO_RS, configs_not_run, print_rows, run_demo, write_outputs
+from sta.demo.run import DEMO_METHODS, DEMO_RS, configs_not_run, print_rows, run_demo, write_outputs
 from sta.errors import RunFailed
 from sta.factory import PruningRequest, pick_r
 from sta.models.bundled import load_bundled_model
@@ -20,7 +20,8 @@ DESCRIPTION = ("Runs the ViT that ships with sta-prune (trained on a synthetic 1
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
+    p.add_argument("--method", nargs="+", choices=sorted(METHODS), help=f"methods to compare (default: "
+                   f"{' '.join(DEMO_METHODS)}: those that prune at STA's stages with its token counts)")
     p.add_argument("--r", type=parse_r, nargs="+",
                    help="tokens dropped per group; several values sweep (default: 16 32 48,16,8 56,8,4 60,2,1)")
     add_budget_args(p)
@@ -41,7 +42,7 @@ def run(args) -> None:
     skipped = configs_not_run(args.method, rs)
     for method, r, why in skipped:
         print(f"sta demo: {method} r={format_r(r)} cannot run on this model: {why}", file=sys.stderr)
-    if len(skipped) == len(args.method or METHODS) * len(rs):
+    if len(skipped) == len(args.method or DEMO_METHODS) * len(rs):
         raise RunFailed("no (method, r) could run on the bundled model (see above)")
     rows = run_demo(methods=args.method, rs=rs, num_clips=args.clips, progress=not args.no_progress)
     print_rows(rows)

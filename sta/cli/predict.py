@@ -49,7 +49,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     videos = expand_inputs(args.videos)
     prepared = open_runner(model_request(args), pruning_request(args), args.backend, args.dtype, args.device,
-                           args.compile, allow_bundled=True, bundled_r=BUNDLED_R)
+                           args.compile, allow_bundled=True, bundled_r=BUNDLED_R, use="predict")
     print_notes(NAME, prepared.notes)
     info = prepared.info
     names = class_names(info.num_classes, args.labels, args.hf_model, args.data_set, carried=info.class_names)

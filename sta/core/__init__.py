@@ -1,8 +1,11 @@
 """The algorithm as plain tensor functions (torch only), and the words the whole package uses.
 
 Modules: ``schedule`` (where pruning happens, how many tokens survive), ``prune``
-(STA's scoring and selection), ``methods`` (every token reducer behind one
-signature), ``attention`` (the attention kernel), ``contract`` (what every model honours).
+(STA's scoring and selection), ``rlt`` / ``evs`` / ``repshift`` / ``vidtldr`` (the
+other methods' math), ``select`` (deterministic ranking: exact ties by position),
+``reduction`` (the reducer interface), ``methods`` (every method behind it, ``METHODS``),
+``forward`` (one pruned forward, shared by every model family), ``attention`` (the
+attention kernel), ``contract`` (what every model honours). See ``docs/methods.md``.
 
 Vocabulary, one meaning each:
 
@@ -20,7 +23,8 @@ Vocabulary, one meaning each:
   formatted only for output (:func:`~sta.core.schedule.format_r`). ``r = 0`` everywhere is the
   unpruned model: the baseline is an r, not a method.
 - **method**: how the ``r`` tokens of a group are chosen (a key of :data:`~sta.core.methods.METHODS`);
-  every method removes the same number of tokens, so at one r all cost the same.
+  every method removes the same number of tokens at each stage (unless its name says otherwise:
+  ``rlt-threshold``, ``evs-q``), so at one r all cost the same up to their own scoring.
 - **budget**: a target cost (``flops_reduction``, ``keep_ratio``) from which the smallest r meeting it is picked.
 - **dataset**: one row of :data:`sta.data.datasets.DATASETS` (sampling protocol, classes, class names).
 - **img_size**: the side of the square frames a model takes (HF configs say ``image_size``, the CLI

@@ -9,8 +9,9 @@ logits. What each must offer:
 - :class:`ClipConfig` ``cfg``: the clip the model takes and the token grid it works on;
 - ``r`` (always a tuple of three ints, one per stage; 0 everywhere = unpruned) and ``method``;
 - :class:`ClipClassifier` (live models) adds ``set_pruning``, the ``pruning()``
-  context, ``forward(x, return_trace=...)`` with a :class:`TokenTrace`,
-  ``patch_embed`` (GradNorm hooks it) and ``meta_copy()`` (FLOPs are counted on it).
+  context, ``forward(x, return_trace=..., token_scores=...)`` with a :class:`TokenTrace`,
+  ``patch_embed`` (GradNorm hooks it), ``meta_copy()`` (FLOPs are counted on it) and
+  ``scored_by()`` (where a method given per-token scores, ``oracle``, gets them from).
 
 Exported graphs fix r and method: their runners expose the same ``cfg`` / ``r``
 / ``method`` read-only and refuse ``set_pruning``.
@@ -19,15 +20,22 @@ Exported graphs fix r and method: their runners expose the same ``cfg`` / ``r``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sta.core.methods import METHODS, Needs
+from sta.core.reduction import TokenGrid
 from sta.core.schedule import R, RSpec
 from sta.errors import InvalidInput
+
+# A source of per-token scores for a method that is given them (oracle): B x 3 x F x H x W clips -> B x N.
+TokenScorer = Callable[[Tensor], Tensor]
 
 # ImageNet statistics: the normalisation VideoMAE's releases were trained with (clips in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,6 +82,11 @@ class ClipConfig:
         """One clip without the batch: ``3 x F x H x W``."""
         return (self.in_chans, self.num_frames, self.img_size, self.img_size)
 
+    @property
+    def token_grid(self) -> TokenGrid:
+        """The token layout the reduction methods see."""
+        return TokenGrid(self.num_slices, self.tokens_per_slice, self.tubelet_size, self.patch_size)
+
 
 @dataclass
 class TokenTrace:
@@ -82,9 +95,22 @@ class TokenTrace:
     ``positions[k]`` is ``B x L_k`` int64: the original positions
     (``tau * S + s``, 0..T*S-1) of the patch tokens alive after pruning stage ``k``
     (k = 0, 1, 2), in sequence order. A stage with r = 0 repeats the previous.
+    A merged token is listed at its destination's position. A method whose count
+    varies per clip (``rlt-threshold``) pads each row at its end with ``-1`` up to the
+    longest row of the batch (:meth:`stack`).
     """
 
     positions: list[Tensor] = field(default_factory=list)
+
+    @classmethod
+    def stack(cls, traces: list[TokenTrace]) -> TokenTrace:
+        """One trace from clip-by-clip traces (batch 1 each): stage by stage, rows padded with ``-1`` at the end."""
+        stacked = []
+        for k in range(len(traces[0].positions)):
+            rows = [trace.positions[k][0] for trace in traces]
+            width = max(len(row) for row in rows)
+            stacked.append(torch.stack([F.pad(row, (0, width - len(row)), value=-1) for row in rows]))
+        return cls(stacked)
 
 
 @runtime_checkable
@@ -107,6 +133,7 @@ class ClipClassifier(ABC):
 
     cfg: ClipConfig
     patch_embed: nn.Module  # its output is the B x T*S x C patch embeddings (GradNorm hooks it)
+    _token_scorer: TokenScorer | None = None  # set inside scored_by()
 
     @property
     @abstractmethod
@@ -123,8 +150,13 @@ class ClipClassifier(ABC):
         """Set r and/or the method together (checked together; unchanged on ``ValueError``)."""
 
     @abstractmethod
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
-        """``B x 3 x F x H x W`` clips -> logits ``B x num_classes`` (and a :class:`TokenTrace` on request)."""
+    def forward(self, x: Tensor, return_trace: bool = False, token_scores: Tensor | None = None
+                ) -> Tensor | tuple[Tensor, TokenTrace]:
+        """``B x 3 x F x H x W`` clips -> logits ``B x num_classes`` (and a :class:`TokenTrace` on request).
+
+        ``token_scores``: ``B x N`` per-position scores for a method that is given them
+        (``oracle``: the unpruned model's GradNorm); ignored by every other method.
+        """
 
     @abstractmethod
     def meta_copy(self) -> ClipClassifier:
@@ -135,6 +167,31 @@ class ClipClassifier(ABC):
         expected = self.cfg.clip_shape
         if x.dim() != 5 or tuple(x.shape[1:]) != expected:
             raise InvalidInput(f"expected clips of shape B x {' x '.join(map(str, expected))}, got {tuple(x.shape)}")
+
+    def use_scorer(self, scorer: TokenScorer | None) -> None:
+        """From now on, a forward of a method given per-token scores (``oracle``) and no ``token_scores`` takes
+        ``scorer(clips)``; None: no scorer (such a forward then refuses). :meth:`scored_by` does it for a block."""
+        self._token_scorer = scorer
+
+    @contextmanager
+    def scored_by(self, scorer: TokenScorer) -> Iterator:
+        """Inside the block, every forward of a method that is given per-token scores (``oracle``) and gets no
+        ``token_scores`` takes ``scorer(clips)`` (``B x N``), e.g. ``sta.measure.gradnorm.oracle_scorer(model)``."""
+        saved = self._token_scorer
+        self._token_scorer = scorer
+        try:
+            yield self
+        finally:
+            self._token_scorer = saved
+
+    def scores_for(self, x: Tensor, token_scores: Tensor | None) -> Tensor | None:
+        """The scores this forward's method is given: ``token_scores``, else the scorer's, else None.
+
+        Called before anything else in a forward: a scorer may run this model (at r = 0) itself.
+        """
+        if token_scores is not None or not any(self.r) or Needs.SCORES not in METHODS[self.method].needs:
+            return token_scores
+        return self._token_scorer(x) if self._token_scorer is not None else None
 
     @contextmanager
     def pruning(self, r: RSpec | None = None, method: str | None = None) -> Iterator:

@@ -6,6 +6,10 @@ stage for a whole batch: the Python loop runs over the (at most T) groups,
 never over clips. Every tensor op mirrors the authors' release op for op, so
 the default mode keeps the same tokens in the same order.
 
+Exact ties (a static video) are broken by original position, lowest first,
+through :func:`sta.core.select.rank`'s stable sort (issue #19); where scores
+differ the order is the release's.
+
 Shapes: ``B`` clips, ``L`` tokens, ``C`` channels, ``G`` groups of ``n = L / G``
 tokens, ``K`` key channels (one head's width).
 """
@@ -14,6 +18,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from sta.core.select import gather_tokens, rank
+
+__all__ = ["accumulate", "gather_tokens", "normalize_keys", "reorder_first_group", "semantic_scores",
+           "sta_keep_indices"]
 
 
 def normalize_keys(keys: Tensor) -> Tensor:
@@ -35,17 +44,20 @@ def semantic_scores(x: Tensor, num_groups: int) -> Tensor:
     return (l1 - lo) / span
 
 
-def reorder_first_group(m: Tensor) -> Tensor:
+def reorder_first_group(m: Tensor, positions: Tensor | None = None) -> Tensor:
     """Redundancy inside the first visited group, ToMe-style.
 
     m: ``B x n x K`` unit keys. Returns ``B x n`` within-group positions: all odd
     positions in order, then even positions by ascending max similarity to any
-    odd token (the most redundant even tokens go last, where they are dropped).
+    odd token (the most redundant even tokens go last, where they are dropped);
+    equal similarities: lowest original position first (``positions``: ``B x n``,
+    None = the group is in position order).
     """
     B, n, _ = m.shape
     even, odd = m[:, ::2], m[:, 1::2]
     closest = (even @ odd.transpose(-1, -2)).max(dim=-1)[0]  # c_a = max_b <m_a, m_b>   B x ceil(n/2)
-    even_order = closest.argsort(dim=-1, descending=False)  # least redundant first
+    even_pos = positions[:, ::2] if positions is not None else None
+    even_order = rank(closest, descending=False, positions=even_pos)  # least redundant first
     odd_pos = torch.arange(1, n, 2, device=m.device).expand(B, -1)
     return torch.cat([odd_pos, even_order * 2], dim=1)
 
@@ -65,7 +77,7 @@ def accumulate(m_cur: Tensor, m_prev: Tensor, rho_prev: Tensor | None) -> Tensor
 
 
 def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: bool = False,
-                     semantic: bool = True) -> Tensor:
+                     semantic: bool = True, positions: Tensor | None = None) -> Tensor:
     """Indices of the tokens STA keeps at one stage, in the order it keeps them.
 
     x: ``B x L x C`` block output; keys: ``B x L x K`` that block's keys averaged
@@ -74,7 +86,9 @@ def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: 
     int64 indices into ``L``: group 0's kept tokens first (whatever the visit
     order), each group's in STA order (first visited: odd tokens then least
     redundant evens; later: ascending score). ``semantic=False`` drops the
-    semantic term (sigma = rho), an ablation, not the default.
+    semantic term (sigma = rho), an ablation, not the default. ``positions``
+    (``B x L``, the tokens' original positions; None = ``0..L-1``) break exact
+    score ties, lowest position first.
     """
     B, L, _ = x.shape
     G, n = num_groups, L // num_groups
@@ -82,19 +96,20 @@ def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: 
         return torch.arange(L, device=x.device).expand(B, L)
     m = normalize_keys(keys).view(B, G, n, -1)  # B x G x n x K
     s = semantic_scores(x, G) if semantic else x.new_zeros(B, G, n)  # B x G x n
+    pos = positions.reshape(B, G, n) if positions is not None else None
     visit = range(G - 1, -1, -1) if reverse else range(G)
 
     kept: list[Tensor | None] = [None] * G  # per group: B x (n - r) within-group positions
     m_prev = rho_prev = None
     for step, g in enumerate(visit):
         if step == 0:
-            order = reorder_first_group(m[:, g])  # B x n
+            order = reorder_first_group(m[:, g], pos[:, g] if pos is not None else None)  # B x n
             kept[g] = order[:, : n - r]
             m_prev = gather_tokens(m[:, g], order)  # the whole reordered group is "previous" for the next visit
             continue
         rho = accumulate(m[:, g], m_prev, rho_prev)  # B x n x 1
         sigma = rho[..., 0] * (1 - s[:, g])  # seen before and semantically weak -> high -> dropped
-        keep = sigma.topk(k=n - r, dim=1, largest=False)[1]  # B x (n - r), ascending sigma
+        keep = rank(sigma, positions=pos[:, g] if pos is not None else None)[:, : n - r]  # ascending sigma
         kept[g] = keep
         m_prev = gather_tokens(m[:, g], keep)
         rho_prev = rho.gather(1, keep[..., None])
@@ -102,10 +117,3 @@ def sta_keep_indices(x: Tensor, keys: Tensor, num_groups: int, r: int, reverse: 
 
     offsets = torch.arange(G, device=x.device)[:, None] * n  # group g's tokens start at g * n
     return (torch.stack(kept, dim=1) + offsets).flatten(1)
-
-
-def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
-    """``x``: ``B x L x ...``, ``idx``: ``B x L'`` -> the rows of x at idx, ``B x L' x ...``."""
-    if x.dim() == 2:
-        return x.gather(1, idx)
-    return x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sta.core.methods import METHODS, Needs
 from sta.core.schedule import UNPRUNED, R, format_r, normalize_r
 from sta.data import VideoEntry
 from sta.errors import RunFailed
@@ -201,7 +202,11 @@ def _slot(config: Config) -> tuple:
 
 def time_configs(model: nn.Module, configs: list[Config], clips: torch.Tensor, dtype: str = "float32",
                  device: str = "cpu", rounds: int = 5) -> dict[Config, float]:
-    """ms per clip of each configuration, timed interleaved: one forward of each per round, the median of rounds."""
+    """ms per clip of each configuration, timed interleaved: one forward of each per round, the median of rounds.
+
+    A method scored by a backward pass (``oracle``) is not an inference method: it is not timed.
+    """
+    configs = [c for c in configs if c.method is None or Needs.SCORES not in METHODS[c.method].needs]
     torch_device = resolve_device(device)
     model = model.to(device=torch_device, dtype=parse_dtype(dtype)).eval()
     clips = clips.to(device=torch_device, dtype=parse_dtype(dtype))

@@ -8,6 +8,15 @@ is spent, so a ViT-H costs nothing to count. Unlike
 ``torch.utils.flop_counter``, fused attention (any
 ``_scaled_dot_product_*`` kernel, the CPU one included) is counted as its two
 matrix products ``Q K^T`` and ``A V``.
+
+A method's own work is counted the same way, as it runs: STA's and ToMe's
+similarity products, vid-TLDR's attention map (explicit at its stage blocks:
+the same two products) and its matching, and EVS's cosine similarities (one
+multiply-add per pair of channels; counted at the function, as fvcore would
+see one op). Elementwise scoring (norms, RLT's pixel differences, sorting)
+costs no multiply-adds in this convention. ``oracle``'s GradNorm needs a
+backward pass of the unpruned model, which is analysis, not inference: only
+its forward is counted (with placeholder scores).
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sta.core.contract import ClipClassifier
+from sta.core.contract import ClipClassifier, TokenTrace
+from sta.core.methods import METHODS, Needs
 from sta.core.schedule import R, RSpec, tokens_after_stages
 from sta.errors import InvalidInput
 
@@ -76,12 +87,37 @@ def _counter_for(func):
     return None
 
 
+class _FunctionCounter(TorchFunctionMode):
+    """Composite functions that reach the dispatcher only as elementwise pieces, counted whole."""
+
+    def __init__(self, by_op: Counter[str]):
+        super().__init__()
+        self.by_op = by_op
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.cosine_similarity:  # EVS's score: a dot product per pair of tokens
+            a, b = args[:2]
+            self.by_op["cosine_similarity"] += _numel(torch.broadcast_shapes(a.shape, b.shape))
+        return func(*args, **(kwargs or {}))
+
+
 class FlopCounter(TorchDispatchMode):
     """Context manager that adds up multiply-adds of every counted op it sees, by op name."""
 
     def __init__(self):
         super().__init__()
         self.by_op: Counter[str] = Counter()
+        self._functions = _FunctionCounter(self.by_op)
+
+    def __enter__(self):
+        self._functions.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            self._functions.__exit__(*exc)
 
     @property
     def total(self) -> int:
@@ -119,22 +155,42 @@ def count_flops_by_op(model: nn.Module, input_shape: tuple[int, ...] | None = No
     The architecture is rebuilt on meta (its weights are left alone). ``input_shape``
     defaults to the backbone's own clip shape, ``(1, 3, F, H, W)``.
     """
+    return _count(model, input_shape)[0]
+
+
+def _count(model: nn.Module, input_shape: tuple[int, ...] | None = None, trace: bool = False
+           ) -> tuple[FlopCounter, TokenTrace | None]:
+    """One meta forward under a counter (and its trace, for a model that gives one)."""
     if input_shape is None:
         cfg = model.cfg
         input_shape = (1, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
     meta_model = model if _on_meta(model) else _meta_copy(model)
     clip = torch.empty(input_shape, device="meta", dtype=next(model.parameters()).dtype)
+    kwargs = {"return_trace": True} if trace else {}
+    method = getattr(model, "method", None)
+    if method in METHODS and Needs.SCORES in METHODS[method].needs and any(model.r):
+        # oracle: placeholder scores. The GradNorm behind real ones is a backward pass of the unpruned model, an
+        # analysis cost outside inference: only this forward is counted.
+        kwargs["token_scores"] = torch.zeros(input_shape[0], model.cfg.num_tokens, device="meta")
     counter = FlopCounter()
     with torch.no_grad(), counter:
-        meta_model(clip)
-    return counter
+        out = meta_model(clip, **kwargs)
+    return counter, (out[1] if trace else None)
 
 
 def flops_report(model: nn.Module) -> FlopsReport:
-    """Per-view multiply-adds of a backbone at its current ``r``, with the token counts per stage."""
-    counter = count_flops_by_op(model)
-    cfg = model.cfg
-    tokens = tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)
+    """Per-view multiply-adds of a backbone at its current ``r``, with the token counts per stage.
+
+    The counts are the ones the forward kept (a method that is not held to STA's counts, such as
+    ``evs-q``, reports its own); ``rlt-threshold`` keeps a count that depends on the video, and
+    on the meta device every token counts as moving: its upper bound.
+    """
+    counter, trace = _count(model, trace=isinstance(model, ClipClassifier))
+    if trace is not None and len(trace.positions) == 3:
+        tokens = tuple(int(p.shape[1]) for p in trace.positions)
+    else:
+        cfg = model.cfg
+        tokens = tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)
     return FlopsReport(tuple(model.r), tokens, counter.total, dict(counter.by_op))
 
 

@@ -18,6 +18,9 @@ high-activation GradNorm". This module measures it:
    - ``top10_kept``: the share of the clip's top-10% GradNorm tokens (the
      ``ceil(0.1 N)`` largest) among them.
 
+   ``oracle`` is given the predicted class's map (:func:`oracle_scores`); a count that
+   varies per clip (``rlt-threshold``) is reported as its mean.
+
 3. Streaming statistics over clips (:mod:`sta.measure.stats`): a 95%
    confidence interval without keeping per-clip values, and the running mean
    GradNorm map (``T x S``; each clip's map normalised to sum 1 first), so
@@ -31,6 +34,7 @@ drawn by :mod:`sta.vis.gradnorm_plots`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence, Sized
@@ -42,7 +46,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sta.core.methods import METHODS
+from sta.core.contract import TokenScorer
+from sta.core.methods import METHODS, Needs, check_method
 from sta.core.schedule import UNPRUNED, R, RSpec, format_r, normalize_r
 from sta.errors import InvalidInput
 from sta.measure.stats import CI_METHOD, RunningStats
@@ -58,16 +63,12 @@ def batch_gradnorm(model: nn.Module, clips: Tensor, targets: Tensor | None = Non
                    return_trace: bool = False) -> tuple[Tensor, Tensor, Tensor, Any]:
     """Per clip and token, ``||d logit_c / d e_i||_2`` with ``e_i`` the token's patch embedding, for a batch.
 
-    ``clips``: ``B x 3 x F x H x W``. ``targets``: ``B`` class indices, or None
-    for each clip's predicted class. ``embedding``: the submodule whose output
-    (``B x N x C``) is the patch embedding (``patch_embed`` in our ViT); it is
-    replaced by a leaf tensor during the forward, and one backward of the sum of
-    the clips' target logits gives every clip's gradient at once (nothing mixes
-    the clips of a batch). Runs the model as it is (use ``model.pruning(r=0)``
-    for the unpruned map); parameters' ``.grad`` are left untouched.
-
-    Returns ``(gradnorm B x N float32, targets B int64, logits B x classes, trace)``,
-    all detached; ``trace`` is the forward's TokenTrace with ``return_trace``, else None.
+    ``clips``: ``B x 3 x F x H x W``. ``targets``: ``B`` class indices, or None for each clip's predicted
+    class. ``embedding``: the submodule whose output (``B x N x C``) is the patch embedding; it is replaced
+    by a leaf tensor during the forward, and one backward of the sum of the clips' target logits gives every
+    clip's gradient at once. Runs the model as it is (``model.pruning(r=0)`` for the unpruned map);
+    parameters' ``.grad`` are left untouched. Returns ``(gradnorm B x N float32, targets B int64, logits
+    B x classes, trace)``, all detached; ``trace``: the forward's TokenTrace with ``return_trace``, else None.
     """
     captured: dict[str, Tensor] = {}
 
@@ -93,21 +94,32 @@ def batch_gradnorm(model: nn.Module, clips: Tensor, targets: Tensor | None = Non
 def token_gradnorm(model: nn.Module, clip: Tensor) -> tuple[Tensor, int]:
     """Per token, ``||d logit_c / d e_i||_2`` with ``e_i`` the token's patch embedding and ``c`` the predicted class.
 
-    ``clip``: ``3 x F x H x W``. Computed on the model as it is (set
-    ``model.r = 0`` for the unpruned map); tokens dropped on the way get the
-    gradient that reaches them through the blocks before they were dropped.
-    Returns (``T*S`` float32, predicted class).
+    ``clip``: ``3 x F x H x W``, on the model as it is (``model.r = 0`` for the unpruned map); tokens dropped
+    on the way get the gradient that reaches them before. Returns (``T*S`` float32, predicted class).
     """
     values, targets, _, _ = batch_gradnorm(model, clip[None])
     return values[0], int(targets[0])
 
 
+def oracle_scores(model: nn.Module, clips: Tensor, embedding: str = "patch_embed") -> Tensor:
+    """``oracle``'s scores, ``B x N`` float32: the GradNorm of the **unpruned** model's predicted class, one forward
+    and one backward at r = 0 (the model's r comes back). Use: ``model(clips, token_scores=oracle_scores(model,
+    clips))``, or run inside ``model.scored_by(oracle_scorer(model))``."""
+    with model.pruning(r=0):
+        return batch_gradnorm(model, clips, None, embedding)[0]
+
+
+def oracle_scorer(model: nn.Module, embedding: str = "patch_embed") -> TokenScorer:
+    """``clips -> oracle_scores(model, clips)`` for ``model.scored_by(...)``: each ``oracle`` forward scores itself."""
+    return functools.partial(oracle_scores, model, embedding=embedding)
+
+
 # --------------------------------------------------------------------------- per-clip measures
 
 def kept_mask(positions: Tensor, num_tokens: int) -> Tensor:
-    """``B x L`` original positions of the live tokens -> ``B x num_tokens`` bool, True where a token is alive."""
-    mask = torch.zeros(positions.shape[0], num_tokens, dtype=torch.bool, device=positions.device)
-    return mask.scatter_(1, positions, True)
+    """``B x L`` original positions of live tokens -> ``B x num_tokens`` bool, True where one is alive (-1: none)."""
+    hits = torch.zeros(positions.shape[0], num_tokens, dtype=torch.int64, device=positions.device)
+    return hits.scatter_add_(1, positions.clamp(min=0), (positions >= 0).long()) > 0
 
 
 def kept_share(gradnorm: Tensor, mask: Tensor) -> Tensor:
@@ -150,8 +162,8 @@ class SkippedInput:
     reason: str
 
 
-# What run_gradnorm reads: clips, and a record for each input that gave none (named in the result, the run goes on).
-# A source with len() sizes the progress bar; one with a `description` attribute names itself in the result.
+# What run_gradnorm reads: clips, and a record for each input that gave none (named in the result, the run goes on);
+# a source with len() sizes the progress bar, one with a `description` attribute names itself in the result.
 ClipSource = Iterable[GradNormClip | SkippedInput]
 
 
@@ -212,17 +224,17 @@ class GradNormResult:
     def table(self) -> str:
         """The rows as a text table, then what was skipped or not run (no trailing newline)."""
         target = "the unpruned model's predicted class" if self.target == "predicted" else "the label"
-        top = f"top-{self.top_fraction:.0%}"
+        top, w = f"top-{self.top_fraction:.0%}", max([10] + [len(row.method or "") + 1 for row in self.rows])
         lines = [f"GradNorm ({target}) kept after the last stage, over {self.clips} clips of {self.source}; "
                  f"± = 95% CI (Student t)",
-                 f"{'method':<10}{'r':>9}  {'tokens kept':<14}{'kept %':>7}  {'GradNorm kept %':<17}"
+                 f"{'method':<{w}}{'r':>9}  {'tokens kept':<14}{'kept %':>7}  {'GradNorm kept %':<17}"
                  f"{top + ' kept %':>15}{'top-1 %':>9}"]
         for row in self.rows:
             ci = f" ± {100 * row.ci95:.2f}" if math.isfinite(row.ci95) else ""
             share = f"{100 * row.kept_share:6.2f}{ci}" if row.clips else "-"
             top1 = f"{row.top1:9.1f}" if row.top1 is not None else f"{'-':>9}"
             method = row.method if row.method is not None else "unpruned"
-            lines.append(f"{method:<10}{format_r(row.r):>9}  {f'{row.tokens_kept}/{row.tokens_total}':<14}"
+            lines.append(f"{method:<{w}}{format_r(row.r):>9}  {f'{row.tokens_kept}/{row.tokens_total}':<14}"
                          f"{100 * row.kept_fraction:>7.1f}  {share:<17}{100 * row.top10_kept:>15.1f}{top1}")
         lines += [f"not run: {item['method']} r={format_r(item['r'])}: {item['reason']}" for item in self.not_run]
         if self.skipped:
@@ -233,17 +245,16 @@ class GradNormResult:
 
 def write_gradnorm_json(result: GradNormResult, out_dir: str | Path) -> Path:
     """Write ``out_dir/gradnorm.json`` (``result.to_dict()``, strict JSON), creating the folder; returns its path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "gradnorm.json"
+    path = Path(out_dir) / "gradnorm.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(result.to_json() + "\n", encoding="utf-8")
     return path
 
 
 def _nan_to_none(value):
     """NaN (a CI over one clip) -> null: strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _nan_to_none(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -259,18 +270,13 @@ def run_gradnorm(model: nn.Module, source: ClipSource, methods: Sequence[str] | 
                  top_fraction: float = TOP_FRACTION, embedding: str = "patch_embed") -> GradNormResult:
     """GradNorm of the unpruned model per clip, and the share of it each method keeps at each r.
 
-    ``model``: a VideoMAE ViT like :class:`~sta.models.vit.VisionTransformer`
-    (``cfg``, ``pruning(r, method)``, the ``embedding`` submodule giving
-    ``B x N x C``, ``forward(x, return_trace=True)``); its own r and method are
-    restored after. ``source``: a :data:`ClipSource` (``3 x F x H x W`` clips,
-    and :class:`SkippedInput` records, which go to ``skipped``). ``methods``:
-    names in :data:`sta.core.methods.METHODS` (None = all). ``rs``: ints or
-    per-stage triples; a (method, r) the method cannot run is left out and
-    listed in ``not_run``. ``target``: ``"predicted"`` (the unpruned model's
-    class) or ``"label"`` (every clip needs one). ``batch_size`` clips share one
-    forward and one backward. ``device``: where to run (the model is moved
-    there); None = where the model is. Rows: the unpruned model (``method``
-    None, r = 0) first, then method by method in the given r order.
+    ``model``: a :class:`~sta.core.contract.ClipClassifier` (its r and method come back after).
+    ``source``: a :data:`ClipSource` (``3 x F x H x W`` clips; :class:`SkippedInput` records go to
+    ``skipped``). ``methods``: names in :data:`sta.core.methods.METHODS` (None = all). ``rs``: ints or
+    per-stage triples; a (method, r) the method cannot run is listed in ``not_run``. ``target``:
+    ``"predicted"`` (the unpruned model's class) or ``"label"``. ``batch_size`` clips share one forward and
+    one backward. ``device``: where to run (None = where the model is). Rows: the unpruned model
+    (``method`` None, r = 0) first, then method by method in the given r order.
     """
     methods, rs = _check_arguments(methods, rs, target, batch_size, top_fraction)
     param = next(model.parameters())
@@ -304,8 +310,7 @@ def _check_arguments(methods: Sequence[str] | None, rs: Sequence[RSpec], target:
         raise InvalidInput(f"top_fraction must be in (0, 1], got {top_fraction}")
     methods = list(METHODS) if methods is None else list(methods)
     for method in methods:
-        if method not in METHODS:
-            raise InvalidInput(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        check_method(method, ())
     for r in rs:
         normalize_r(r)
     return methods, list(rs)
@@ -328,10 +333,7 @@ def _configs(model: nn.Module, methods: list[str], rs: list[RSpec]) -> tuple[lis
 
 
 def _batches(source: ClipSource, size: int, skipped: list[SkippedInput]) -> Iterator[tuple[list[GradNormClip], int]]:
-    """Batches of up to ``size`` clips, each with the number of source items it consumed (skips included).
-
-    Skip records go to ``skipped``; the last batch may be empty (skips after the last clip).
-    """
+    """Batches of up to ``size`` clips with the source items each consumed (skips, which go to ``skipped``, too)."""
     batch: list[GradNormClip] = []
     consumed = 0
     for item in source:
@@ -353,12 +355,13 @@ class _Accumulator:
     def __init__(self) -> None:
         self.share, self.top = RunningStats(), RunningStats()
         self.correct, self.labelled = 0, 0
-        self.tokens: list[int] = []
+        self.kept, self.forwards = [0, 0, 0], 0  # tokens alive after each stage summed over clips; clips run
 
     def add(self, positions: list[Tensor], gradnorm: Tensor, top: Tensor, valid: Tensor, predicted: Tensor,
             labels: Tensor | None) -> None:
         mask = kept_mask(positions[-1].cpu(), gradnorm.shape[1])
-        self.tokens = [p.shape[1] for p in positions]
+        self.kept = [total + int((p >= 0).sum()) for total, p in zip(self.kept, positions)]
+        self.forwards += positions[-1].shape[0]
         self.share.update(kept_share(gradnorm, mask)[valid])
         self.top.update(top_kept(mask, top)[valid])
         if labels is not None:
@@ -366,11 +369,12 @@ class _Accumulator:
             self.labelled += int(valid.sum())
 
     def row(self, method: str | None, r: R, num_tokens: int) -> GradNormRow:
-        tokens = self.tokens or [num_tokens] * 3
-        share, top = self.share, self.top
+        # mean over clips: the same for every clip unless the method's count varies (rlt-threshold)
+        mean = [total / self.forwards for total in self.kept] if self.forwards else [float(num_tokens)] * 3
+        tokens, share, top = [round(m) for m in mean], self.share, self.top
         return GradNormRow(
             method=method, r=r, tokens_per_stage=tokens, tokens_kept=tokens[-1], tokens_total=num_tokens,
-            kept_fraction=tokens[-1] / num_tokens, kept_share=share.mean if share.count else float("nan"),
+            kept_fraction=mean[-1] / num_tokens, kept_share=share.mean if share.count else float("nan"),
             ci95=share.ci95, kept_share_std=share.std,
             top10_kept=top.mean if top.count else float("nan"), top10_kept_ci95=top.ci95,
             # top-1 only when every scored clip had a label
@@ -386,13 +390,13 @@ class _Study:
         cfg = model.cfg
         self.model, self.configs, self.target, self.top_fraction = model, configs, target, top_fraction
         self.embedding, self.device, self.dtype = embedding, device, dtype
-        self.T, self.S = cfg.num_slices, cfg.tokens_per_slice
-        self.N = self.T * self.S
+        self.T, self.S, self.N = cfg.num_slices, cfg.tokens_per_slice, cfg.num_slices * cfg.tokens_per_slice
         self.expected = (cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
         self.acc = [_Accumulator() for _ in configs]
         self.mean_map = np.zeros((self.T, self.S), dtype=np.float64)
         self.clips = 0
         self.unscored: list[SkippedInput] = []  # clips whose GradNorm has no mass to share
+        self.oracle = any(m is not None and Needs.SCORES in METHODS[m].needs for m, _ in configs)
 
     def add(self, batch: list[GradNormClip]) -> None:
         """Score one batch: the unpruned GradNorm, then each (method, r)'s kept tokens and predictions."""
@@ -403,6 +407,8 @@ class _Study:
         with self.model.pruning(r=0):
             g, _, logits, trace = batch_gradnorm(self.model, x, label_t if self.target == "label" else None,
                                                  self.embedding, return_trace=True)
+        # oracle's scores: the predicted class's GradNorm (the study's own map unless it follows the labels)
+        oracle = g if self.target == "predicted" or not self.oracle else oracle_scores(self.model, x, self.embedding)
         g = g.double().cpu()
         if g.shape[1] != self.N:
             raise InvalidInput(f"the embedding gave {g.shape[1]} tokens, the model's config {self.T} x {self.S} = "
@@ -414,8 +420,9 @@ class _Study:
             if method is None:  # the unpruned forward is the one GradNorm came from
                 positions, predicted = trace.positions, logits.argmax(-1)
             else:
+                given = dict(token_scores=oracle) if Needs.SCORES in METHODS[method].needs else {}
                 with self.model.pruning(r, method), torch.inference_mode():
-                    out, pruned = self.model(x, return_trace=True)
+                    out, pruned = self.model(x, return_trace=True, **given)
                 positions, predicted = pruned.positions, out.argmax(-1)
             acc.add(positions, g, top, valid, predicted, scored_labels)
 
@@ -432,9 +439,8 @@ class _Study:
         """Fold the clips with GradNorm mass into the running mean map; record the others. Returns the valid mask."""
         mass = g.sum(1)
         valid = torch.isfinite(mass) & (mass > 0)
-        for item, ok in zip(batch, valid.tolist()):
-            if not ok:
-                self.unscored.append(SkippedInput(item.name, "GradNorm is zero or not finite everywhere"))
+        self.unscored += [SkippedInput(item.name, "GradNorm is zero or not finite everywhere")
+                          for item, ok in zip(batch, valid.tolist()) if not ok]
         for b in torch.nonzero(valid).flatten().tolist():
             self.clips += 1
             self.mean_map += ((g[b] / mass[b]).view(self.T, self.S).numpy() - self.mean_map) / self.clips

@@ -4,7 +4,10 @@ Parameter names match the VideoMAE release (V1 and V2 share them), so release
 checkpoints load with ``strict=True``. Attention runs through
 :func:`sta.core.attention.attend` (fused SDPA, or blocked matmuls for bf16 / fp16
 on the CPU); STA only needs each pruned block's keys, never the attention matrix.
-The model honours :class:`sta.core.contract.ClipClassifier`.
+A method that reads the attention probabilities (``vidtldr``) gets them from an
+explicit softmax at its stage blocks only. Pruning itself is
+:class:`sta.core.forward.PruningPass`'s. The model honours
+:class:`sta.core.contract.ClipClassifier`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from torch import Tensor, nn
 
 from sta.core.attention import attend
 from sta.core.contract import ClipClassifier, ClipConfig, TokenTrace
-from sta.core.methods import METHODS, ReductionState, check_method
+from sta.core.forward import PruningPass
+from sta.core.methods import METHODS, Needs, check_method
 from sta.core.schedule import R, RSpec, build_stages, normalize_r, stage_blocks
 from sta.errors import InvalidInput
 
@@ -76,20 +80,29 @@ class Attention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(dim))
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        """x: ``B x N x C`` -> (``B x N x C``, keys averaged over heads ``B x N x C/heads`` or None).
+    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None, return_probs: bool = False
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """x: ``B x N x C`` -> (``B x N x C``, keys averaged over heads ``B x N x C/heads`` or None,
+        attention probabilities ``B x heads x N x N`` float32 without the size bias, or None).
 
         ``sizes`` (``B x N x 1``, merged-token counts) makes attention size-proportional (ToMe).
+        ``return_probs`` computes attention explicitly (its two products cost what the fused kernel's do).
         """
         B, N, C = x.shape
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).view(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each B x heads x N x head_dim
         score_bias = None if sizes is None else sizes.log().to(q.dtype).view(B, 1, 1, N)
-        out = attend(q, k, v, score_bias)
+        probs = None
+        if return_probs:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+            probs = scores.float().softmax(dim=-1)
+            weights = probs if score_bias is None else (scores + score_bias).float().softmax(dim=-1)
+            out = torch.matmul(weights.to(v.dtype), v)
+        else:
+            out = attend(q, k, v, score_bias)
         out = self.proj(out.transpose(1, 2).reshape(B, N, C))
-        return out, (k.mean(1) if return_keys else None)
+        return out, (k.mean(1) if return_keys else None), probs
 
 
 class Mlp(nn.Module):
@@ -111,12 +124,12 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_hidden)
 
-    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None
-                ) -> tuple[Tensor, Tensor | None]:
-        attn, keys = self.attn(self.norm1(x), return_keys, sizes)
+    def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None, return_probs: bool = False
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        attn, keys, probs = self.attn(self.norm1(x), return_keys, sizes, return_probs)
         x = x + attn
         x = x + self.mlp(self.norm2(x))
-        return x, keys
+        return x, keys, probs
 
 
 class PatchEmbed(nn.Module):
@@ -194,27 +207,43 @@ class VisionTransformer(ClipClassifier, nn.Module):
             copy = VisionTransformer(self.cfg, r=self.r, method=self.method)
         return copy.to(next(self.parameters()).dtype)
 
-    def forward_features(self, x: Tensor, trace: TokenTrace | None = None) -> Tensor:
+    def forward_features(self, x: Tensor, trace: TokenTrace | None = None, token_scores: Tensor | None = None
+                         ) -> Tensor:
         """``B x 3 x F x H x W`` -> pooled, normalised features ``B x C``."""
         self.check_input(x)
-        x = self.patch_embed(x) + self.pos_embed.to(x.dtype)
-        state = ReductionState()
-        if trace is not None:
-            state.positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
-        reduce = METHODS[self._method]
+        scores = self.scores_for(x, token_scores)  # first: a scorer may run this model itself
+        if self.stages and METHODS[self._method].variable_count and x.shape[0] > 1:
+            return self._clip_by_clip(x, trace, scores)
+        pruning = PruningPass(self._method, self.stages, x.shape[0], self.cfg.num_tokens, x.device,
+                              grid=self.cfg.token_grid, clips=x, scores=scores)
+        x = pruning.start(self.patch_embed(x) + self.pos_embed.to(x.dtype))
         for i, block in enumerate(self.blocks):
-            stage = self._stage_at.get(i)
-            x, keys = block(x, return_keys=stage is not None, sizes=state.sizes)
-            if stage is not None:
-                x = reduce(x, keys, stage, state)
+            need = pruning.needs_at(i)
+            out, keys, probs = block(x, return_keys=Needs.KEYS in need, sizes=pruning.state.sizes,
+                                     return_probs=Needs.ATTENTION in need)
+            x = pruning.after(i, out, keys=keys, attention=probs, block_input=x)
             if trace is not None and i in self._trace_blocks:
-                trace.positions.append(state.positions)
+                trace.positions.append(pruning.state.positions)
         return self.fc_norm(x.mean(1))
 
-    def forward(self, x: Tensor, return_trace: bool = False) -> Tensor | tuple[Tensor, TokenTrace]:
-        """Logits ``B x num_classes``; with ``return_trace=True`` also a :class:`TokenTrace`."""
+    def _clip_by_clip(self, x: Tensor, trace: TokenTrace | None, scores: Tensor | None) -> Tensor:
+        """A method whose token count varies per clip: each clip on its own (packed, never padded into attention)."""
+        traces = [TokenTrace() for _ in range(x.shape[0])] if trace is not None else [None] * x.shape[0]
+        features = torch.cat([self.forward_features(x[b : b + 1], traces[b],
+                                                    scores[b : b + 1] if scores is not None else None)
+                              for b in range(x.shape[0])])
+        if trace is not None:
+            trace.positions.extend(TokenTrace.stack(traces).positions)
+        return features
+
+    def forward(self, x: Tensor, return_trace: bool = False, token_scores: Tensor | None = None
+                ) -> Tensor | tuple[Tensor, TokenTrace]:
+        """Logits ``B x num_classes``; with ``return_trace=True`` also a :class:`TokenTrace`.
+
+        ``token_scores``: ``B x N`` per-position scores for ``oracle`` (ignored by other methods).
+        """
         trace = TokenTrace() if return_trace else None
-        logits = self.head(self.forward_features(x, trace))
+        logits = self.head(self.forward_features(x, trace, token_scores))
         return (logits, trace) if return_trace else logits
 
 

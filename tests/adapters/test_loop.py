@@ -13,24 +13,25 @@ from transformers import VivitForVideoClassification  # noqa: E402
 
 from sta import patch_hf, tokens_after_stages  # noqa: E402
 from sta.adapters.hf import FAMILIES, forward_with_trace  # noqa: E402
-from sta.adapters.loop import DEPRECATED, run_layers, size_bias  # noqa: E402
+from sta.adapters.loop import DEPRECATED, LayerOutput, run_layers, size_bias  # noqa: E402
 from sta.core.methods import METHODS  # noqa: E402
 from sta.core.schedule import build_stages  # noqa: E402
 from sta.models.convert import hf_model_from_release  # noqa: E402
-from tests.adapters.tiny_hf import hf_pixels, tiny_vivit, tiny_vjepa2  # noqa: E402
-from tests.helpers import tiny_clips, tiny_model  # noqa: E402
+from tests.adapters.tiny_hf import hf_pixels, method_inputs, tiny_vivit, tiny_vjepa2  # noqa: E402
+from tests.helpers import tiny_model  # noqa: E402
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_videomae_runs_every_method_as_the_core_backbone(method):
-    """The shared loop on HF VideoMAE against sta.models.vit, method by method (ToMe's sizes included)."""
+    """The shared loop on HF VideoMAE against sta.models.vit, method by method (merged sizes included)."""
     r = (5, 4, 3)
     core = tiny_model(r=r, method=method, seed=11)
     hf = patch_hf(hf_model_from_release(core.state_dict(), core.cfg), r=r, method=method)
-    clips = tiny_clips(2, seed=11)
+    pixels, scores = method_inputs(method, seed=11)
+    clips = pixels.transpose(1, 2)
     with torch.no_grad():
-        ref, ref_trace = core(clips, return_trace=True)
-        out, trace = forward_with_trace(hf, clips.transpose(1, 2))
+        ref, ref_trace = core(clips, return_trace=True, token_scores=scores)
+        out, trace = forward_with_trace(hf, pixels, token_scores=scores)
     torch.testing.assert_close(out.logits, ref, rtol=1e-4, atol=1e-4)  # HF's fc_norm eps is 1e-5, the release's 1e-6
     assert all(torch.equal(a, b) for a, b in zip(trace.positions, ref_trace.positions))
 
@@ -43,9 +44,9 @@ def test_prefix_tokens_stay_first_and_positions_follow_the_patch_tokens():
 
     def step(layer, h, inp):  # an identity layer that records what the loop hands it
         seen.append((h.shape[1], inp.positions.shape[1], inp.need_keys))
-        return h, h.flip(-1)[..., :4], None
+        return LayerOutput(h, h.flip(-1)[..., :4])
 
-    out = run_layers([None] * 3, x, step, stages, "norm", prefix=prefix, output_hidden_states=True)
+    out = run_layers([None] * 3, x, step, stages, "sta", prefix=prefix, output_hidden_states=True)
     assert torch.equal(out.x[:, :prefix], x[:, :prefix])
     counts = tokens_after_stages(T, S, (2, 1, 1))
     assert [h.shape[1] for h in out.hidden_states] == [prefix + T * S, *(prefix + n for n in counts)]

@@ -7,8 +7,9 @@ forward) one clip at a time; only the pruning is done here, with explicit math
 for the similarity feature (keys from an explicit LayerNorm and key projection,
 averaged over heads by ``tests.reference``) and ``tests.reference.reference_prune_stage``
 for STA's selection, never ``sta.core.prune``. Other methods are applied through
-``sta.core.methods`` itself (their own tests live in ``tests/core``): what is
-checked there is the loop around them (prefix tokens, positions, sizes).
+``sta.core.methods`` itself (their own tests live in ``tests/core``) with inputs built
+here by hand: what is checked there is the loop around them (what each method is
+handed, prefix tokens, positions, sizes).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from __future__ import annotations
 import torch
 from transformers import VivitConfig, VivitForVideoClassification, VJEPA2Config, VJEPA2ForVideoClassification
 
-from sta.core.methods import METHODS, ReductionState
+from sta.core.methods import METHODS, Needs, ReductionState, StageInputs
+from sta.core.reduction import TokenGrid
 from sta.core.schedule import build_stages
+from tests.core.clips import moving_patch_clips
 from tests.helpers import randomize_
 from tests.reference import reference_prune_stage, reference_similarity_feature
 
@@ -50,6 +53,20 @@ def tiny_vjepa2(impl="sdpa", seed=0, **overrides) -> VJEPA2ForVideoClassificatio
 def hf_pixels(batch=2, seed=0, frames=FRAMES) -> torch.Tensor:
     """HF layout: B x F x C x H x W."""
     return torch.randn(batch, frames, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def moving_pixels(batch=2, seed=0) -> torch.Tensor:
+    """HF layout of :func:`tests.core.clips.moving_patch_clips`: a still image with one moving patch per clip."""
+    return moving_patch_clips(batch, FRAMES, SIZE, PATCH, 2, seed=seed).transpose(1, 2)
+
+
+def method_inputs(method: str, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(pixels, token scores or None) for one method's test: one clip for a count that varies per clip, random
+    scores for a method that is given them (oracle)."""
+    spec = METHODS[method]
+    batch = 1 if spec.variable_count else batch
+    scores = torch.rand(batch, SLICES * SPATIAL, generator=torch.Generator().manual_seed(seed))
+    return moving_pixels(batch, seed), scores if Needs.SCORES in spec.needs else None
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -122,37 +139,68 @@ def vjepa2_reference(model, pixels: torch.Tensor, r, carry_positions: bool = Tru
     return torch.stack(logits), positions
 
 
-def method_reference(model, pixels: torch.Tensor, r, method: str):
-    """Any method on a whole batch through HF's unpatched layers: (logits, [B x L_k positions]).
-
-    ViViT: CLS kept first, ToMe's sizes given to the layers as an additive ``attention_mask``
-    (``log size``, 0 for the CLS token). V-JEPA 2 (ToMe excluded: its layers take no mask):
-    the live tokens' original positions as ``position_mask``.
-    """
-    vivit = hasattr(model, "vivit")
-    config = model.config
+def explicit_probs(x: torch.Tensor, layer, positions: torch.Tensor, vivit: bool, heads: int) -> torch.Tensor:
+    """``B x N x C`` layer input -> ``B x heads x N x N`` float32 attention probabilities without any size bias,
+    from the layer's own projections (V-JEPA 2: rotated at the live tokens' original positions)."""
     if vivit:
-        inner, layers = model.vivit, model.vivit.layers
+        h = layer.layernorm_before(x)
+        att = layer.attention
+        q, k = att.q_proj(h), att.k_proj(h)
+    else:
+        h = layer.norm1(x)
+        att = layer.attention
+        q, k = att.query(h), att.key(h)
+    B, N, _ = x.shape
+    q, k = (t.view(B, N, heads, -1).transpose(1, 2) for t in (q, k))
+    if not vivit:
+        ids = att.get_position_ids(h, masks=positions)
+        q, k = att.apply_rotary_embeddings(q, ids), att.apply_rotary_embeddings(k, ids)
+    return (q @ k.transpose(-1, -2) * att.scaling).float().softmax(dim=-1)
+
+
+def _layout(model):
+    """(vivit?, prefix, embeddings, layers, key_of, (depth, T, S), grid) of a tiny classifier."""
+    config = model.config
+    if hasattr(model, "vivit"):
         t, ph, _ = config.tubelet_size
         lay = (config.num_hidden_layers, config.num_frames // t, (config.image_size // ph) ** 2)
-        key_of = lambda layer: (layer.layernorm_before, layer.attention.k_proj)  # noqa: E731
-    else:
-        encoder = model.vjepa2.encoder
-        layers = encoder.layer
-        lay = (config.num_hidden_layers, config.frames_per_clip // config.tubelet_size,
-               (config.crop_size // config.patch_size) ** 2)
-        key_of = lambda layer: (layer.norm1, layer.attention.key)  # noqa: E731
-    stages = {s.block: s for s in build_stages(*lay, r)}
-    prefix = 1 if vivit else 0
-    heads = config.num_attention_heads
+        return (True, 1, model.vivit.embeddings, model.vivit.layers,
+                lambda layer: (layer.layernorm_before, layer.attention.k_proj), lay, TokenGrid(*lay[1:], t, ph))
+    encoder = model.vjepa2.encoder
+    lay = (config.num_hidden_layers, config.frames_per_clip // config.tubelet_size,
+           (config.crop_size // config.patch_size) ** 2)
+    return (False, 0, encoder.embeddings, encoder.layer, lambda layer: (layer.norm1, layer.attention.key), lay,
+            TokenGrid(*lay[1:], config.tubelet_size, config.patch_size))
+
+
+def method_reference(model, pixels: torch.Tensor, r, method: str, scores: torch.Tensor | None = None):
+    """Any method on a whole batch through HF's unpatched layers: (logits, [B x L_k positions]).
+
+    Each method's inputs are built here by hand (keys from an explicit LayerNorm and
+    projection, attention probabilities from the layer's own projections, the layer's
+    input, the pixel clips) and handed to the core's reducer (:mod:`sta.core.methods`).
+    ViViT: CLS kept first, merged sizes given to the layers as an additive ``attention_mask``
+    (``log size``, 0 for the CLS token). V-JEPA 2 (merging methods excluded: its layers
+    take no mask): the live tokens' original positions as ``position_mask``.
+    """
+    vivit, prefix, embeddings, layers, key_of, lay, grid = _layout(model)
+    spec = METHODS[method]
+    stage_list = build_stages(*lay, r)
+    stages = {s.block: s for s in stage_list}
+    heads = model.config.num_attention_heads
     with torch.no_grad():
-        x = inner.embeddings(pixels) if vivit else encoder.embeddings(pixels)
+        x = embeddings(pixels)
         B, N, _ = x.shape
-        state = ReductionState(positions=torch.arange(N - prefix).expand(B, -1))
+        state = ReductionState(torch.arange(N - prefix).expand(B, -1), grid, clips=pixels.transpose(1, 2),
+                               scores=scores)
+        if spec.entry is not None:
+            x = torch.cat([x[:, :prefix], spec.entry(x[:, prefix:], state, stage_list)], dim=1)
         traced = []
         for i, layer in enumerate(layers):
             norm, key = key_of(layer)
             keys = torch.stack([explicit_keys(xb, norm, key, heads).mean(1) for xb in x]) if i in stages else None
+            probs = explicit_probs(x, layer, state.positions, vivit, heads) if i in stages else None
+            before = x
             if vivit:
                 mask = None
                 if state.sizes is not None:
@@ -162,14 +210,15 @@ def method_reference(model, pixels: torch.Tensor, r, method: str):
             else:
                 x = layer(x, position_mask=state.positions)[0]
             if i in stages:
-                patches = METHODS[method](x[:, prefix:], keys[:, prefix:], stages[i], state)
-                x = torch.cat([x[:, :prefix], patches], dim=1)
+                inp = StageInputs(x[:, prefix:], stages[i], stage_list, keys=keys[:, prefix:],
+                                  block_input=before[:, prefix:], attention=probs[:, :, prefix:])
+                x = torch.cat([x[:, :prefix], spec.reduce(inp, state)], dim=1)
             if i in [k * lay[0] // 3 for k in range(3)]:
                 traced.append(state.positions)
         if vivit:
-            logits = model.classifier(inner.layernorm(x)[:, 0])
+            logits = model.classifier(model.vivit.layernorm(x)[:, 0])
         else:
-            logits = model.classifier(model.pooler(encoder.layernorm(x)))
+            logits = model.classifier(model.pooler(model.vjepa2.encoder.layernorm(x)))
     return logits, traced
 
 

@@ -7,8 +7,10 @@ import pytest
 from sta.demo.run import print_rows, run_demo, write_outputs
 
 # Held-out top-1 bands (percent) on the demo's 240 clips; measured: see README "What `make demo` shows".
-BANDS_R16 = {m: (97.0, 100.0) for m in ("sta", "temporal", "norm", "random", "tome")}
-BANDS_56_8_4 = {"sta": (97.0, 100.0), "temporal": (95.0, 100.0), "norm": (88.0, 99.0), "random": (65.0, 88.0)}
+BANDS_R16 = {**{m: (97.0, 100.0) for m in ("sta", "temporal", "norm", "random", "tome", "evs", "vidtldr")},
+             "repshift": (60.0, 85.0)}
+BANDS_56_8_4 = {"sta": (97.0, 100.0), "temporal": (95.0, 100.0), "norm": (88.0, 99.0), "random": (65.0, 88.0),
+                "evs": (75.0, 93.0), "repshift": (40.0, 62.0)}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +27,7 @@ def test_unpruned_and_bands(rows):
     for method, (lo, hi) in BANDS_56_8_4.items():
         assert lo <= table[(method, (56, 8, 4))].top1 <= hi, method
     assert ("tome", (56, 8, 4)) not in table  # ToMe cannot merge more than half a group
+    assert ("vidtldr", (56, 8, 4)) not in table  # nor can vid-TLDR
     assert table[("sta", (56, 8, 4))].top1 >= table[("random", (56, 8, 4))].top1 + 10
 
 

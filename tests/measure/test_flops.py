@@ -88,3 +88,64 @@ def test_keep_ratio_budget_and_impossible_budgets():
         r_for_budget(model, flops_reduction=1.5)
     with pytest.raises(ValueError):
         r_for_budget(model, keep_ratio=0.0001)  # even the largest r keeps more
+
+
+# --------------------------------------------------------------------- each method's own work, at one r
+
+R3 = (6, 5, 4)  # tiny model (T = 8, S = 16): groups of 16, 20, 30 tokens; 128 -> 80 -> 60 -> 52
+
+
+def tiny_block(N: int, D: int = 32) -> int:
+    """One block of the tiny model on N tokens (see test_counts_by_hand_for_one_block)."""
+    return N * D * 3 * D + 2 * N * N * D + N * D * D + 2 * N * D * 4 * D + 2 * 5 * N * D
+
+
+def method_flops(method: str) -> int:
+    return count_flops(tiny_model(r=R3, method=method))
+
+
+def test_methods_without_scoring_products_cost_exactly_the_same():
+    """norm, random, repshift (a norm of a difference) and oracle (its GradNorm backward is analysis, not
+    inference: only the forward counts) multiply-add nothing of their own."""
+    assert len({method_flops(m) for m in ("norm", "random", "repshift", "oracle")}) == 1
+
+
+def test_merging_and_matching_are_counted():
+    norm = method_flops("norm")
+    K, C = 16, 32  # one head's width (STA's and ToMe's keys), the model's width (vid-TLDR matches hidden states)
+    groups = [(8, 16), (4, 20), (2, 30)]  # (G, n) at each stage
+    tome = sum(G * (n // 2) * (n - n // 2) * K for G, n in groups)  # a @ b^T inside every group
+    vidtldr = sum((G * n // 2) * (G * n - G * n // 2) * C for G, n in groups)  # over the clip; its attention map
+    assert method_flops("tome") - norm == tome  # replaces the fused kernel at the same two products
+    assert method_flops("vidtldr") - norm == vidtldr
+    assert method_flops("sta") > norm and method_flops("temporal") == method_flops("sta")
+
+
+def test_evs_counts_its_cosines_and_rlt_its_smaller_first_block():
+    norm = method_flops("norm")
+    assert method_flops("evs") - norm == 3 * 128 * 32  # one cosine per grid token and channel, at each stage
+    report = flops_report(tiny_model(r=R3, method="evs-q"))  # one cut after block 0, to the last count
+    assert report.tokens == (52, 52, 52)
+    assert norm - report.flops == tiny_block(80) + tiny_block(60) - 2 * tiny_block(52) - 128 * 32
+    assert report.by_op["cosine_similarity"] == 128 * 32
+    assert norm - method_flops("rlt") == tiny_block(128) - tiny_block(80)  # block 0 runs on the kept tokens
+    assert flops_report(tiny_model(r=R3, method="rlt")).tokens == (80, 60, 52)
+
+
+def test_rlt_threshold_counts_its_upper_bound():
+    """On meta there are no pixels to test: every token moves, the cost of the unpruned model."""
+    report = flops_report(tiny_model(r=R3, method="rlt-threshold"))
+    assert report.tokens == (128, 128, 128)
+    assert report.flops == count_flops(tiny_model(r=0))
+
+
+def test_fused_cpu_attention_counts_like_the_meta_forward_for_every_method():
+    from sta.core.methods import METHODS
+
+    for method in METHODS:
+        model = tiny_model(r=R3, method=method)
+        counter = FlopCounter()
+        with torch.no_grad(), counter:
+            model(tiny_clips(1), token_scores=torch.rand(1, 128))
+        if method != "rlt-threshold":  # real pixels: it keeps fewer tokens than its meta upper bound
+            assert counter.total == count_flops(model), method

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from sta import MODEL_CONFIGS, create_model
+from sta.core.methods import METHODS
+from tests.core.clips import moving_patch_clips
 from tests.helpers import tiny_clips, tiny_model
 from tests.reference import reference_forward
 
@@ -149,3 +151,56 @@ def test_unpruned_model_takes_any_frame_count():
         assert model(tiny_clips(1, frames=12)).shape == (1, 5)
     with pytest.raises(ValueError, match="divisible by 4"):
         model.r = 1
+
+
+# ------------------------------------------------------------------------------------------ every method
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_gives_a_clip_the_same_result_in_any_batch(method):
+    model = tiny_model(r=(5, 4, 3), method=method)
+    clips = torch.cat([moving_patch_clips(2, seed=8), tiny_clips(2, seed=8)])  # counts differ for rlt-threshold
+    scores = torch.rand(4, 128, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        logits, trace = model(clips, return_trace=True, token_scores=scores)
+        for i in range(4):
+            one, single = model(clips[i : i + 1], return_trace=True, token_scores=scores[i : i + 1])
+            torch.testing.assert_close(one[0], logits[i], rtol=1e-5, atol=1e-5)
+            for k in range(3):
+                width = single.positions[k].shape[1]
+                assert torch.equal(single.positions[k][0], trace.positions[k][i, :width])
+                assert (trace.positions[k][i, width:] == -1).all()
+    if METHODS[method].equal_budget:
+        assert [p.shape[1] for p in trace.positions] == [8 * 11, 4 * 18, 2 * 33]
+
+
+def test_oracle_takes_its_scores_from_a_scorer_or_the_call():
+    from sta.measure.gradnorm import oracle_scorer, oracle_scores
+
+    model = tiny_model(r=(5, 4, 3), method="oracle")
+    clips = tiny_clips(3, seed=9)
+    scores = oracle_scores(model, clips)
+    assert model.r == (5, 4, 3) and scores.shape == (3, 128)
+    with torch.no_grad():
+        given, given_trace = model(clips, return_trace=True, token_scores=scores)
+        with model.scored_by(oracle_scorer(model)):
+            scored, scored_trace = model(clips, return_trace=True)
+    torch.testing.assert_close(scored, given)
+    assert all(torch.equal(a, b) for a, b in zip(scored_trace.positions, given_trace.positions))
+    assert model._token_scorer is None and model.r == (5, 4, 3)  # the block leaves the model as it was
+    top = scores.argsort(dim=1, descending=True)[:, :66].sort(dim=1).values
+    assert torch.equal(given_trace.positions[-1], top)  # the unpruned model's highest-GradNorm tokens
+
+
+def test_methods_read_only_what_they_declare():
+    """A method that needs no keys or attention map runs every block fused; vidtldr's stage blocks are explicit."""
+    calls = []
+    model = tiny_model(r=2, method="norm", depth=6)
+    for block in model.blocks:
+        block.attn.register_forward_hook(lambda mod, args, out: calls.append((out[1] is None, out[2] is None)))
+    with torch.no_grad():
+        model(tiny_clips(1))
+        model.method = "vidtldr"
+        model(tiny_clips(1))
+    assert calls[:6] == [(True, True)] * 6
+    assert calls[6:] == [(True, block not in (0, 2, 4)) for block in range(6)]
