@@ -41,6 +41,7 @@ package-check: $(VENV)/.installed
 		&& ../venv/bin/sta demo --clips 24 --r 32 --method sta random --no-progress --out demo
 	tar xzf dist/*.tar.gz -C $(PKG) && rm -rf $(PKG)/sta_prune-*/sta
 	cd $(PKG)/sta_prune-* && ../venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
+	cd $(PKG)/sta_prune-* && ../venv/bin/python -m pytest -q -p no:cacheprovider tests/test_readme.py
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/cpu_speed.py

@@ -30,7 +30,8 @@ NAME = "eval"
 HELP = "top-1/top-5 with the VideoMAE multi-view test protocol (torchrun for many processes)"
 DESCRIPTION = ("Evaluate on a VideoMAE list file ({data_path}/{split}.csv: `path label` per line) with the "
                "release's test views (Kinetics: 5 clips x 3 crops; SSv2: 2 x 3). Predictions are appended to "
-               "--output-dir as they finish: rerun the same command to resume.")
+               "--output-dir as they finish: rerun the same command to resume. Without a model: the bundled demo "
+               "model (try it on the clips `sta.data.synthetic.write_videos` writes).")
 
 
 def add_arguments(p) -> None:
@@ -60,13 +61,13 @@ def add_arguments(p) -> None:
 
 def run(args) -> None:
     request, pruning = model_request(args), pruning_request(args)
-    check_request(request, pruning)  # options a model source decides itself fail before anything is read
+    check_request(request, pruning, allow_bundled=True)  # options a source decides fail before anything is read
     dataset = dataset_of(args)
     list_file = os.path.join(args.data_path, f"{args.split}.csv")
     if not os.path.isfile(list_file):
         raise InvalidInput(f"list file {list_file} not found (--data-path holds {args.split}.csv)")
     resolve_device(args.device)  # a missing GPU fails before any model or video is loaded
-    prepared = open_runner(request, pruning, args.backend, args.dtype, args.device, args.compile)
+    prepared = open_runner(request, pruning, args.backend, args.dtype, args.device, args.compile, allow_bundled=True)
     print_notes(NAME, prepared.notes)
     info = prepared.info  # an --hf-model or --exported file brings its own frames, size and classes
     if args.data_set is not None:  # a named dataset's labels must be the head's; else the list's labels are its own

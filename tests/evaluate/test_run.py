@@ -258,7 +258,8 @@ def test_cli_refuses_bad_options_before_reading_anything(tmp_path, capsys):
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert bad[0] in err and "Traceback" not in err
-    assert main(base + ["--data-set", "SSV2", "--test-num-segment", "3"]) == 2
+    small = ["--model", "vit_small_patch16_224", "--input-size", "32", "--nb-classes", "174"]
+    assert main(base + small + ["--data-set", "SSV2", "--test-num-segment", "3"]) == 2
     assert "1 or 2 temporal views" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before any output or video
 
