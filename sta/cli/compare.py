@@ -25,7 +25,6 @@ from sta.evaluate import compare
 from sta.evaluate.run import EvalSettings
 from sta.evaluate.sources import clip_views, list_file_source, proxy_source
 from sta.factory import load_model, sampling_rate
-from sta.measure.gradnorm import run_gradnorm
 from sta.measure.speed import random_clips
 from sta.utils.device import parse_dtype
 
@@ -50,7 +49,7 @@ def add_arguments(p) -> None:
     g.add_argument("--data-path", "--data_path", help="folder holding test.csv / val.csv (as sta eval); default: "
                    "the bundled model's held-out synthetic clips")
     g.add_argument("--split", default="test", help="list file name without .csv")
-    g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
+    g.add_argument("--data-root", "--data_root", help="prefix for relative paths in the list")
     add_sampling_args(g)
     g.add_argument("--test-num-segment", "--test_num_segment", type=positive_int, help="as sta eval")
     g.add_argument("--test-num-crop", "--test_num_crop", type=positive_int, help="as sta eval (default: 3)")
@@ -128,20 +127,14 @@ def score(args, loaded, configs):
 
 def add_gradnorm(args, loaded, result) -> None:
     """Each row's share of the unpruned model's GradNorm that its kept tokens carry (one view per video)."""
-    model, cfg = loaded.model, loaded.model.cfg
     if args.data_path is None:
         source = proxy_source(args.clips)
     else:
         entries = read_list_file(os.path.join(args.data_path, f"{args.split}.csv"), data_root=args.data_root,
-                                 num_classes=cfg.num_classes)
-        views = clip_views(model, dataset_of(args).protocol, sampling_rate(args.sampling_rate, loaded))
+                                 num_classes=loaded.model.cfg.num_classes)
+        views = clip_views(loaded.model, dataset_of(args).protocol, sampling_rate(args.sampling_rate, loaded))
         source = list_file_source(entries, views)
-    pruned = [row.config for row in result.rows if row.config.method is not None]
-    study = run_gradnorm(model, source, methods=sorted({c.method for c in pruned}), rs=sorted({c.r for c in pruned}),
-                         batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
-    shares = {(row.method, row.r): row.kept_share for row in study.rows}
-    for row in result.rows:
-        row.gradnorm_kept = 1.0 if row.config.method is None else shares.get((row.config.method, row.config.r))
+    compare.add_gradnorm(loaded.model, result, source, args.batch_size, args.device, not args.no_progress)
 
 
 def plot(result, out_dir) -> dict:

@@ -31,6 +31,7 @@ from sta.data import VideoEntry
 from sta.errors import RunFailed
 from sta.evaluate.run import EvalSettings, evaluate, video_hits
 from sta.measure.flops import flops_report
+from sta.measure.gradnorm import run_gradnorm
 from sta.measure.stats import mcnemar_exact, wilson_interval
 from sta.utils.device import parse_dtype, resolve_device
 
@@ -193,6 +194,19 @@ def tabulate(hits: dict[Config, Hits]) -> list[Row]:
         only_random = sum(hits[random][i][0] and not hits[c][i][0] for i in both)
         row.p_vs_random, row.wins_vs_random = mcnemar_exact(only_this, only_random), (only_this, only_random)
     return rows
+
+
+def add_gradnorm(model: nn.Module, comparison: Comparison, source, batch_size: int = 8, device: str | None = None,
+                 progress: bool = True) -> None:
+    """Each row's share of the unpruned model's GradNorm its kept tokens carry, over ``source``'s clips
+    (:mod:`sta.evaluate.sources`); the unpruned row keeps all of it."""
+    pruned = [row.config for row in comparison.rows if row.config.method is not None]
+    study = run_gradnorm(model, source, methods=sorted({c.method for c in pruned}), rs=sorted({c.r for c in pruned}),
+                         batch_size=batch_size, device=device, progress=progress)
+    shares = {(row.method, row.r): row.kept_share for row in study.rows}
+    for row in comparison.rows:
+        c = row.config
+        row.gradnorm_kept = 1.0 if c.method is None else shares.get((c.method, c.r))
 
 
 def _slot(config: Config) -> tuple:
