@@ -1,22 +1,24 @@
-"""``sta demo``: the bundled model on held-out synthetic clips, every method at the same token counts."""
+"""``sta demo``: `sta compare`'s quick form: the bundled model on held-out synthetic clips, every method at the same
+token counts."""
 
 from __future__ import annotations
 
 import sys
 
-from sta.cli.options import add_budget_args, parse_r, positive_int
-from sta.cli.output import format_r, print_notes
+from sta.cli.options import add_budget_args, non_negative_int, parse_r, positive_int
+from sta.cli.output import print_notes
 from sta.core.methods import METHODS
-from sta.demo.run import DEMO_METHODS, DEMO_RS, configs_not_run, print_rows, run_demo, write_outputs
-from sta.errors import RunFailed
+from sta.demo.run import DEMO_METHODS, DEMO_RS, run_demo, write_outputs
+from sta.evaluate.compare import table
 from sta.factory import PruningRequest, pick_r
 from sta.models.bundled import load_bundled_model
 
 NAME = "demo"
 HELP = "the bundled trained proxy model: top-1 vs GFLOPs of every method (no download)"
 DESCRIPTION = ("Runs the ViT that ships with sta-prune (trained on a synthetic 12-class motion task, see README) on "
-               "held-out clips, for every method at the same token counts, and prints top-1, GFLOPs and speed; "
-               "writes demo.json and demo.png.")
+               "held-out clips, for every method at the same token counts, and prints `sta compare`'s table: top-1 "
+               "with its interval, GFLOPs, interleaved speed and a paired test against random dropping; writes "
+               "compare.md, compare.jsonl and compare.png.")
 
 
 def add_arguments(p) -> None:
@@ -27,7 +29,8 @@ def add_arguments(p) -> None:
     add_budget_args(p)
     p.add_argument("--clips", type=positive_int, default=240, help="held-out clips (20 per class by default)")
     p.add_argument("--out", default="demo_out", help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--timing-rounds", type=non_negative_int, default=3, help="interleaved timing rounds (0: none)")
+    p.add_argument("--no-progress", action="store_true", help="accepted; the demo prints no progress bar")
 
 
 def run(args) -> None:
@@ -38,13 +41,8 @@ def run(args) -> None:
         print_notes(NAME, [note])
         rs = (r,)
     print("sta demo: the bundled ViT trained on the synthetic proxy task (see README); every method keeps the same "
-          "number of tokens for a given r", file=sys.stderr)
-    skipped = configs_not_run(args.method, rs)
-    for method, r, why in skipped:
-        print(f"sta demo: {method} r={format_r(r)} cannot run on this model: {why}", file=sys.stderr)
-    if len(skipped) == len(args.method or DEMO_METHODS) * len(rs):
-        raise RunFailed("no (method, r) could run on the bundled model (see above)")
-    rows = run_demo(methods=args.method, rs=rs, num_clips=args.clips, progress=not args.no_progress)
-    print_rows(rows)
-    for key, path in write_outputs(rows, args.out).items():
+          "number of tokens for a given r (`sta compare` matches GFLOPs budgets instead)", file=sys.stderr)
+    result = run_demo(methods=args.method, rs=rs, num_clips=args.clips, timing_rounds=args.timing_rounds)
+    print(table(result))
+    for key, path in write_outputs(result, args.out).items():
         print(f"  {key:<5}{path}")
