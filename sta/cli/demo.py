@@ -45,4 +45,4 @@ def run(args) -> None:
     result = run_demo(methods=args.method, rs=rs, num_clips=args.clips, timing_rounds=args.timing_rounds)
     print(table(result))
     for key, path in write_outputs(result, args.out).items():
-        print(f"  {key:<5}{path}")
+        print(f"  {key:<6}{path}")
