@@ -127,8 +127,10 @@ def test_plot_from_summaries(tmp_path):
         read_summaries([tmp_path / "nan.json"])
 
 
-@pytest.mark.parametrize(("argv", "expected"), [([], 1), (["--sampling-rate", "3"], 3),
-                                                (["--model", "vit_small_patch16_224", "--input-size", "32", "--r", "1"], 4)])
+SMALL_MODEL = ["--model", "vit_small_patch16_224", "--input-size", "32", "--r", "1"]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 1), (["--sampling-rate", "3"], 3), (SMALL_MODEL, 4)])
 def test_cli_vis_samples_as_every_command_does(sample_videos, tmp_path, monkeypatch, argv, expected):
     """The bundled model's clips are consecutive frames: vis, predict and gradnorm all sample it with stride 1."""
     seen = {}
