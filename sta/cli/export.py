@@ -21,7 +21,7 @@ BUNDLED_R = 16  # the bundled model's groups hold 64 tokens
 
 def add_arguments(p) -> None:
     add_model_args(p, weights=True)
-    add_pruning_args(p, sweep=False)
+    add_pruning_args(p, sweep=False, default_r=f"0 ({BUNDLED_R} for the bundled model)")
     p.add_argument("--format", choices=["onnx", "pt2"], help="default: from the --out suffix")
     p.add_argument("--out", required=True, help="file to write (.onnx or .pt2)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     fmt = format_for(args.out, args.format)
     request = model_request(args)
-    loaded = load_model(request, pruning_request(args), allow_bundled=True, bundled_r=BUNDLED_R)
+    loaded = load_model(request, pruning_request(args), allow_bundled=True, bundled_r=BUNDLED_R, use="export")
     print_notes(NAME, loaded.notes)
     model = loaded.model
     name = os.path.basename(request.ckpt_path) if request.ckpt_path else loaded.name

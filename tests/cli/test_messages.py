@@ -49,3 +49,10 @@ def test_eval_says_what_it_resumed(tmp_path, capsys):
     assert "sta eval: resumed" not in capsys.readouterr().err
     assert main(argv) == 0
     assert "resumed 2 views" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("method", "reason"), [("oracle", "backward pass on every clip"),
+                                                ("rlt-threshold", "no static graph can hold")])
+def test_export_refuses_methods_no_graph_can_run_up_front(tmp_path, method, reason, capsys):
+    assert main(["export", "--method", method, "--out", str(tmp_path / "m.onnx")]) == 2
+    assert reason in capsys.readouterr().err and not list(tmp_path.iterdir())
