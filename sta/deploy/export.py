@@ -113,7 +113,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
     model = model.to(dtype=parse_dtype(dtype)).eval()
     info = replace(info, dtype=dtype)
     graph = GraphForward(model).eval()
-    clips = random_clips(model, CHECK_BATCH, parse_dtype(dtype), torch.device("cpu"), seed=1)
+    clips = check_clips(model, parse_dtype(dtype))
     with torch.inference_mode(), fused_only():  # the graph's attention kernel, so bf16 compares like with like
         expected = graph(clips)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +139,15 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
         for file in Path(tmp).iterdir():  # the graph, and its weights file if it has one (> 2 GB)
             os.replace(file, out.parent / file.name)
     return check
+
+
+def check_clips(model: nn.Module, dtype: torch.dtype) -> Tensor:
+    """What the exported graph must agree on: random clips, a static clip (every frame the same: every score
+    ties) and one whose frames each repeat (a short video's sampling), where only tie-breaking decides."""
+    noise = random_clips(model, CHECK_BATCH, dtype, torch.device("cpu"), seed=1)
+    static = noise[:1, :, :1].expand_as(noise[:1])
+    repeated = noise[1:2].repeat_interleave(2, dim=2)[:, :, : noise.shape[2]]
+    return torch.cat([noise, static, repeated]).contiguous()
 
 
 def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = "float32") -> ExportCheck:
