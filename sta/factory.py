@@ -46,6 +46,7 @@ __all__ = ["RELEASE_DEFAULTS", "LoadedModel", "ModelRequest", "Prepared", "Pruni
 # A release model's clip when the user does not say: VideoMAE's fine-tuning setting.
 RELEASE_DEFAULTS = dict(model="vit_base_patch16_224", num_frames=16, img_size=224, tubelet_size=2, num_classes=400)
 RELEASE_SAMPLING_RATE = 4  # Kinetics frame stride of the release's test protocol
+EXPORTED_BACKENDS = {".pt2": "torch", ".xml": "openvino", ".onnx": "onnxruntime"}  # what runs a file by default
 CLIP_OPTIONS = ("model", "ckpt_path", "num_classes", "num_frames", "img_size", "tubelet_size")  # a source's own
 
 
@@ -210,7 +211,7 @@ def open_runner(request: ModelRequest, pruning: PruningRequest | None = None, ba
         if device != "cpu":
             raise InvalidInput("exported files run on the CPU here; for a GPU name the model (`model` / "
                                "`hf_model`) with `backend` torch", param="device")
-        backend = backend or ("torch" if request.exported.endswith(".pt2") else "onnxruntime")
+        backend = backend or EXPORTED_BACKENDS.get(os.path.splitext(request.exported)[1], "onnxruntime")
         runner = open_exported(request.exported, backend, dtype, verify=request.verify)
         desc = dict(exported=os.path.abspath(request.exported), exported_sha256=file_sha256(request.exported),
                     name=runner.info.model)

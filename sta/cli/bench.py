@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from sta.cli.options import (
     add_backend_args,
@@ -22,6 +23,10 @@ from sta.errors import InvalidInput
 from sta.factory import build_architecture, open_runner
 from sta.measure.speed import benchmark, time_graph
 
+INT8 = "int8"
+CALIBRATION_CLIPS = 8  # random clips: ranges good enough to time the graph, not to read its answers
+SPEED_ONLY = (f"speed only: quantized on the fly, calibrated on {CALIBRATION_CLIPS} random clips, unguarded (answers "
+              "come from a file `sta export --quantize int8` wrote)")
 NAME = "bench"
 HELP = "forward speed (ms/clip, clips/s) at each r, with the speed-up over r=0"
 DESCRIPTION = ("Forward speed on random clips: the median of --repeats timed runs after --warmup untimed ones. "
@@ -47,22 +52,37 @@ def run(args) -> None:
     rs = swept_rs(args, model, pruning)
     name = request.hf_model or request.model or "vit_base_patch16_224"
     backend = args.backend or "torch"
-    make_runner = None
-    if backend != "torch" or args.compile:
+    make_runner, int8 = None, args.dtype == INT8
+    if int8:
+        make_runner = int8_runner(args, name, backend)
+    elif backend != "torch" or args.compile:
         def make_runner(m):
             return runner_for(m, model_info(m, name), backend, args.dtype, args.device, args.compile)
 
-    rows = benchmark(model, rs, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
-                     warmup=args.warmup, repeats=args.repeats, make_runner=make_runner)
+    rows = benchmark(model, rs, batch_size=args.batch_size, dtype="float32" if int8 else args.dtype,
+                     device=args.device, warmup=args.warmup, repeats=args.repeats, make_runner=make_runner)
+    rows = [replace(row, dtype=args.dtype) for row in rows]
     if args.json:
-        print(json.dumps([dict(row.to_dict(), r=r_for_json(row.r)) for row in rows]))
+        print(json.dumps([dict(row.to_dict(), r=r_for_json(row.r), **({"speed_only": True} if int8 else {}))
+                          for row in rows]))
         return
     engine = backend + (", compiled" if args.compile else "")
+    note = f"; {SPEED_ONLY}" if int8 else ""
     print(f"{name}, method {model.method}, batch {args.batch_size}, {args.dtype} on {rows[0].device} ({engine}); "
-          f"median of {args.repeats} runs after {args.warmup} warm-up")
+          f"median of {args.repeats} runs after {args.warmup} warm-up{note}")
     table = [dict(row.to_dict(), r=format_r(row.r)) for row in rows]
     print_table(table, [("r", "r", ""), ("ms_per_clip", "ms/clip", ".1f"), ("clips_per_s", "clips/s", ".2f"),
                         ("speedup", "speed-up vs r=0", ".2f")])
+
+
+def int8_runner(args, name: str, backend: str):
+    """``make_runner`` for int8: the model quantized on the fly at each r, calibrated on random clips (unguarded)."""
+    from sta.deploy.quantize import quantized_runner, random_calibration
+
+    if backend not in ("openvino", "onnxruntime") or args.compile or args.device != "cpu":
+        raise InvalidInput("`dtype` int8 runs on `backend` openvino or onnxruntime, on the CPU, without `compile`",
+                           param="dtype")
+    return lambda m: quantized_runner(m, model_info(m, name), backend, random_calibration(m, CALIBRATION_CLIPS))
 
 
 def run_exported(args) -> None:

@@ -123,8 +123,10 @@ def add_budget_args(g) -> None:
 def add_device_args(p, dtype: bool = True) -> None:
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
     if dtype:
-        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                       help="precision of weights and activations (STA scores in float32 whatever this is)")
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "int8"],
+                       help="precision of weights and activations (STA scores in float32 whatever this is); int8: "
+                       "--backend openvino / onnxruntime with an --exported file `sta export --quantize int8` wrote "
+                       "(sta bench also quantizes a model on the fly, for speed only)")
 
 
 def add_run_args(g, workers: int, json_help: str) -> None:

@@ -20,6 +20,8 @@ FLAGS = {
     "num_segments": "--test-num-segment", "num_crops": "--test-num-crop", "views": "--views", "format": "--format",
     "out": "--out", "debug": "--debug", "skip_verify": "--skip-verify",
     "batch_size": "--batch-size", "num_workers": "--num-workers", "num_clips": "--clips",
+    "quantize": "--quantize", "calibration": "--calibration", "calibration_clips": "--calibration-clips",
+    "force": "--force",
 }
 
 

@@ -15,6 +15,9 @@ metadata, sealed with a digest of the graph, the weights and the metadata (check
 on every load). Before anything is written, the exported graph runs on random clips
 next to the eager model: the file is refused unless the logits are finite and agree
 to float tolerance, the top-1 classes match and every kept position is the same.
+
+8-bit graphs (``--quantize int8``: an OpenVINO IR or a QDQ ONNX file) are written by
+:mod:`sta.deploy.quantize`, from the float ONNX graph this module exports.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from sta.core.attention import fused_only
 from sta.deploy.metadata import content_digest, read_info, seal
 from sta.deploy.runners import (
     BACKENDS,
+    GRAPH_OUTPUTS,
     INFO_KEY,
     ModelInfo,
     OnnxRuntimeRunner,
@@ -47,7 +51,7 @@ from sta.utils.files import first_line
 from sta.utils.optional import require_backend
 
 FORMATS = ("onnx", "pt2")
-OUTPUTS = ("logits", "positions_0", "positions_1", "positions_2")
+OUTPUTS = GRAPH_OUTPUTS  # logits, positions_0..2
 ONNX_SINGLE_FILE_LIMIT = 1_800_000_000  # bytes, under protobuf's 2 GB
 CHECK_BATCH = 2  # random clips the exported graph must agree on (and a batch other than 1: batch is dynamic)
 
@@ -95,13 +99,15 @@ class ExportCheck:
 
 
 def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt: str | None = None,
-                 dtype: str = "float32") -> ExportCheck:
+                 dtype: str = "float32", ordered: bool = True) -> ExportCheck:
     """Export ``model`` (at its current r and method) to ``out``; returns the check that allowed writing it.
 
     ``fmt`` defaults to the suffix of ``out`` (``.onnx`` / ``.pt2``). ``dtype``:
     the precision of a ``pt2`` graph (an ONNX graph is always float32; pick
     bf16 at run time with OpenVINO). Raises :class:`ExportError`, leaving no
-    file behind, when the graph disagrees with the eager model.
+    file behind, when the graph disagrees with the eager model. ``ordered=False``
+    (the float graph `sta export --quantize` starts from) compares each stage's
+    kept positions as sets: two near-tied kept tokens may swap places.
     """
     out = Path(out)
     fmt = fmt or out.suffix.lstrip(".")
@@ -127,7 +133,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
         except Exception as err:  # the exporters raise many types; the user needs what failed, in one line
             raise ExportError(f"{fmt} export of this model failed ({type(err).__name__}: {first_line(err)}); "
                               f"{out} was not written") from err
-        check = compare(expected, got, dtype)
+        check = compare(expected, got, dtype, ordered)
         if not torch.isfinite(expected[0]).all():
             raise ExportError(f"the model's logits are not finite (NaN or inf) on the check clips: its weights or "
                               f"precision are broken; {out} was not written")
@@ -150,8 +156,10 @@ def check_clips(model: nn.Module, dtype: torch.dtype) -> Tensor:
     return torch.cat([noise, static, repeated]).contiguous()
 
 
-def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = "float32") -> ExportCheck:
-    """Logits within tolerance (relative to their scale), identical top-1 and identical kept positions."""
+def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = "float32", ordered: bool = True
+            ) -> ExportCheck:
+    """Logits within tolerance (relative to their scale), identical top-1 and identical kept positions (in the same
+    order, or with ``ordered=False`` the same set after each stage)."""
     want, have = expected[0].float(), got[0].float()
     if not (torch.isfinite(want).all() and torch.isfinite(have).all()):  # NaN compares false, argmax takes it
         return ExportCheck(max_abs_diff=math.inf, tolerance=0.0, same_top1=False, same_positions=False)
@@ -159,17 +167,29 @@ def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = 
     tolerance = (1e-4 if dtype == "float32" else 5e-2) * scale
     return ExportCheck(max_abs_diff=float((want - have).abs().max()), tolerance=tolerance,
                        same_top1=bool(torch.equal(want.argmax(-1), have.argmax(-1))),
-                       same_positions=all(torch.equal(a, b.to(a.dtype)) for a, b in zip(expected[1:], got[1:])))
+                       same_positions=all(torch.equal(*(_sorted(a, b) if not ordered else (a, b.to(a.dtype))))
+                                          for a, b in zip(expected[1:], got[1:])))
+
+
+def _sorted(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    return a.sort(dim=-1).values, b.to(a.dtype).sort(dim=-1).values
 
 
 def _export_onnx(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo) -> tuple[Tensor, ...]:
-    onnx = require_backend("onnx", "onnx")
+    require_backend("onnx", "onnx")
     require_backend("onnxscript", "onnx")
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on torchvision ops we do not use
         torch.onnx.export(graph, (clips,), str(path), dynamo=True, input_names=["clips"], output_names=list(OUTPUTS),
                           dynamic_shapes={"clips": {0: batch}}, verbose=False)
+    write_onnx_info(path, info)
+    return OnnxRuntimeRunner(path, read_info(path)).outputs(clips)  # read back and verified, as a user's load will
+
+
+def write_onnx_info(path: Path, info: ModelInfo) -> None:
+    """Rewrite the ONNX file at ``path`` sealed: its weights beside it when over 2 GB, ``info`` with its digest."""
+    onnx = require_backend("onnx", "onnx")
     proto = onnx.load(str(path))  # the exporter may have put the weights in a side file: this reads them back
     for side_file in path.parent.glob(f"{path.name}.*"):
         side_file.unlink()
@@ -179,11 +199,10 @@ def _export_onnx(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo
     # Seal: the digest of what was written, then the metadata (with it) added without rewriting the weights.
     info = replace(info, digest=seal(info, content_digest(path)))
     proto = onnx.load(str(path), load_external_data=False)
+    del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = INFO_KEY, info.to_json()
     onnx.save(proto, str(path))
-    runner = OnnxRuntimeRunner(path, read_info(path))  # read back and verified, as a user's load will
-    return tuple(torch.from_numpy(v) for v in runner.session.run(list(OUTPUTS), {runner.input: clips.numpy()}))
 
 
 def _export_pt2(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo) -> tuple[Tensor, ...]:
@@ -199,9 +218,16 @@ def _export_pt2(graph: GraphForward, clips: Tensor, path: Path, info: ModelInfo)
 
 def runner_for(model: nn.Module, info: ModelInfo, backend: str = "torch", dtype: str = "float32",
                device: str = "cpu", compile: bool = False) -> Runner:
-    """A runner for a live model: itself on ``torch``, or exported on the fly (checked) for an ONNX backend."""
+    """A runner for a live model: itself on ``torch``, or exported on the fly (checked) for an ONNX backend.
+
+    ``dtype`` int8 is refused: its answers are those of a guarded file (`sta export --quantize int8`, then
+    ``exported``); `sta bench` times an unguarded one with :func:`sta.deploy.quantize.quantized_runner`.
+    """
     if backend not in BACKENDS:
         raise InvalidInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if dtype == "int8":
+        raise InvalidInput("`dtype` int8 runs a file written by `sta export --quantize int8` (pass it as `exported`, "
+                           "with `backend` openvino or onnxruntime)", param="dtype")
     if backend == "torch":
         return TorchRunner(model, info, dtype=dtype, device=device, compile=compile)
     if compile:

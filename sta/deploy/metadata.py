@@ -1,8 +1,9 @@
 """What an exported file says about itself (:class:`ModelInfo`), checked before anything trusts it.
 
 ``sta export`` records a :class:`ModelInfo` in the file (ONNX: a metadata entry;
-``.pt2``: an extra file), with a ``digest``: the sha256 of the graph, its weights
-and the metadata itself. On load the metadata is validated field by field and the
+``.pt2``: an extra file; an OpenVINO IR ``.xml``: an ``rt_info`` entry, its
+weights in the ``.bin`` beside it), with a ``digest``: the sha256 of the graph,
+its weights and the metadata itself. On load the metadata is validated field by field and the
 digest recomputed, so a file whose bytes changed after export (weights edited, a
 truncated ``NAME.onnx.data``, a hand-edited metadata block) is refused with the file
 named, instead of answering differently without a word. ``verify=False`` (the CLI's
@@ -17,6 +18,7 @@ import math
 import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from xml.etree import ElementTree
 
 from torch import nn
 
@@ -31,6 +33,9 @@ INFO_KEY = "sta"  # ONNX metadata key / torch.export extra file holding ModelInf
 INFO_VERSION = 2  # 2: grid, digest, random_weights
 GRID_FIELDS = ("patch_size", "tubelet_size", "in_chans", "depth", "embed_dim", "num_heads")
 PT2_UNSEALED = ("extra/", ".data/serialization_id")  # archive members that change between two saves of one graph
+QUANTIZED_DTYPES = ("int8",)  # graphs written by `sta export --quantize`: 8-bit matmuls, the rest float32
+QUANTIZATION_FIELDS = {"tool": str, "version": str, "calibration": str, "clips": int, "forced": bool}  # required
+QUANTIZATION_OPTIONAL = {"backend": str, "guard": dict, "float_nodes": int, "quantized_nodes": int}
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,9 @@ class ModelInfo:
     # The token grid (files written before 0.3 lack it): with the fields above, the graph's ClipConfig.
     grid: dict[str, int] | None = None  # patch_size, tubelet_size, in_chans, depth, embed_dim, num_heads
     random_weights: bool = False  # exported from a model without trained weights: its answers mean nothing
+    # int8 files only (None otherwise, and then absent from the JSON): tool, version, calibration set and count,
+    # the guard's numbers, whether `force` wrote it past a failed guard (sta.deploy.quantize)
+    quantization: dict | None = None
     digest: str | None = None  # sha256 of graph + weights + this metadata (without the digest); None before 0.3
     version: int = INFO_VERSION
 
@@ -60,7 +68,10 @@ class ModelInfo:
         object.__setattr__(self, "r", normalize_r(self.r))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        if data["quantization"] is None:  # float files keep the JSON (and so the digest) they had before int8
+            del data["quantization"]
+        return json.dumps(data)
 
     @property
     def cfg(self) -> ClipConfig:
@@ -112,7 +123,7 @@ def _problem(d: dict) -> str | None:
          and all(s > 0 for s in d.get("std", [1])), "mean and std must be 3 numbers (std > 0)"),
         (d.get("class_names") is None or isinstance(d["class_names"], list) and len(d["class_names"]) ==
          d["num_classes"] and all(isinstance(n, str) for n in d["class_names"]), "class_names must be one per class"),
-        (d.get("dtype", "float32") in DTYPES, "unknown dtype"),
+        (d.get("dtype", "float32") in DTYPES or d.get("dtype") in QUANTIZED_DTYPES, "unknown dtype"),
         (d.get("sampling_rate") is None or count(d["sampling_rate"]), "sampling_rate must be >= 1"),
         (isinstance(d.get("random_weights", False), bool), "random_weights must be true or false"),
         (d.get("grid") is None or isinstance(d["grid"], dict) and set(d["grid"]) == set(GRID_FIELDS)
@@ -120,12 +131,33 @@ def _problem(d: dict) -> str | None:
     ]
     if problem := next((why for ok, why in checks if not ok), None):
         return problem
+    if problem := _quantization_problem(d.get("quantization"), d.get("dtype", "float32")):
+        return problem
     grid = d.get("grid")
     if grid is not None and d["num_frames"] % grid["tubelet_size"] == 0 and d["img_size"] % grid["patch_size"] == 0:
         tokens = tokens_after_stages(d["num_frames"] // grid["tubelet_size"],
                                      (d["img_size"] // grid["patch_size"]) ** 2, d["r"])
         if list(tokens) != d["tokens_per_stage"]:
             return f"r {d['r']} keeps {list(tokens)} tokens, not the recorded {d['tokens_per_stage']}"
+    return None
+
+
+def _quantization_problem(q, dtype: str) -> str | None:
+    """What is wrong with the quantization record (None for a float file, a dict for an int8 one), or None."""
+    if (q is not None) != (dtype in QUANTIZED_DTYPES):
+        return f"a {dtype} file must {'not ' if q is not None else ''}carry a quantization record"
+    if q is None:
+        return None
+    kinds = {**QUANTIZATION_FIELDS, **QUANTIZATION_OPTIONAL}
+    if not isinstance(q, dict) or any(k not in q for k in QUANTIZATION_FIELDS) or set(q) - set(kinds):
+        return (f"quantization must hold {', '.join(QUANTIZATION_FIELDS)} (and may hold "
+                f"{', '.join(QUANTIZATION_OPTIONAL)})")
+    if bad := next((k for k, v in q.items() if type(v) is not kinds[k]), None):  # type(): a bool is no count
+        return f"quantization {bad} must be {kinds[bad].__name__}"
+    if q["clips"] < 0 or q.get("float_nodes", 0) < 0 or q.get("quantized_nodes", 0) < 0:
+        return "quantization counts must be >= 0"
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in q.get("guard", {}).values()):
+        return "quantization guard must map names to finite numbers"
     return None
 
 
@@ -147,8 +179,8 @@ def model_info(model: nn.Module, name: str, class_names: list[str] | None = None
 
 
 def read_info(path: str | Path, verify: bool = True) -> ModelInfo:
-    """The :class:`ModelInfo` that `sta export` stored in an ``.onnx`` or ``.pt2`` file, validated, and (``verify``)
-    checked against the file's digest."""
+    """The :class:`ModelInfo` that `sta export` stored in an ``.onnx``, ``.pt2`` or OpenVINO ``.xml`` file, validated,
+    and (``verify``) checked against the file's digest."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"{path}: no such exported model file", param="exported")
@@ -156,8 +188,11 @@ def read_info(path: str | Path, verify: bool = True) -> ModelInfo:
         text = _onnx_metadata(_load_onnx(path))
     elif path.suffix == ".pt2":
         text = _pt2_metadata(path)
+    elif path.suffix == ".xml":
+        text = ir_metadata(path)
     else:
-        raise InvalidInput(f"{path}: expected an .onnx or .pt2 file written by `sta export`", param="exported")
+        raise InvalidInput(f"{path}: expected an .onnx, .pt2 or .xml (OpenVINO IR) file written by `sta export`",
+                           param="exported")
     if not text:
         raise InvalidInput(f"{path}: has no sta metadata; export it with `sta export`", param="exported")
     info = ModelInfo.from_json(text, str(path))
@@ -193,6 +228,8 @@ def content_digest(path: Path) -> str:
                 if not relative.startswith(PT2_UNSEALED):
                     digest.update(relative.encode() + b"\0" + archive.read(name))
         return digest.hexdigest()
+    if path.suffix == ".xml":
+        return _ir_content_digest(path)
     proto = _load_onnx(path)
     del proto.metadata_props[:]
     digest.update(proto.SerializeToString(deterministic=True))
@@ -250,3 +287,58 @@ def _pt2_metadata(path: Path) -> str | None:
             return archive.read(names[0]).decode("utf-8") if names else None
         except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as err:
             raise InvalidInput(f"{path}: not a readable torch.export file ({err})", param="exported") from None
+
+
+# ------------------------------------------------------------------------------------------------ OpenVINO IR
+# An IR is NAME.xml (the graph) + NAME.bin (its weights). ModelInfo lives in the model's <rt_info> as
+# <sta value="JSON"/>; the digest covers the XML without that element, the .bin, and the metadata.
+
+
+def _ir_tree(path: Path) -> ElementTree.ElementTree:
+    try:
+        return ElementTree.parse(path)
+    except (ElementTree.ParseError, OSError) as err:
+        raise InvalidInput(f"{path}: not a readable OpenVINO IR file ({err})", param="exported") from None
+
+
+def _ir_entry(root: ElementTree.Element) -> tuple[ElementTree.Element | None, ElementTree.Element | None]:
+    """The model's ``<rt_info>`` and its ``<sta>`` child (either None when absent)."""
+    rt_info = root.find("rt_info")
+    return rt_info, (rt_info.find(INFO_KEY) if rt_info is not None else None)
+
+
+def ir_metadata(path: Path) -> str | None:
+    """The ``sta`` entry of an IR's ``<rt_info>``, or None."""
+    root = _ir_tree(path).getroot()
+    if root.tag != "net":
+        raise InvalidInput(f"{path}: not an OpenVINO IR file (no <net> root)", param="exported")
+    entry = _ir_entry(root)[1]
+    return entry.get("value") if entry is not None else None
+
+
+def write_ir_info(path: Path, text: str) -> None:
+    """Store ``text`` as the IR's ``<rt_info><sta value=.../>`` (created if needed; nothing else changes)."""
+    tree = _ir_tree(path)
+    rt_info, entry = _ir_entry(tree.getroot())
+    if rt_info is None:
+        rt_info = ElementTree.SubElement(tree.getroot(), "rt_info")
+    if entry is None:
+        entry = ElementTree.SubElement(rt_info, INFO_KEY)
+    entry.set("value", text)
+    tree.write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _ir_content_digest(path: Path) -> str:
+    weights = path.with_suffix(".bin")
+    if not weights.is_file():
+        raise InvalidInput(f"{path}: its weights file {weights} is missing (keep it next to the .xml file)",
+                           param="exported")
+    root = _ir_tree(path).getroot()
+    rt_info, entry = _ir_entry(root)
+    if entry is not None:
+        rt_info.remove(entry)
+    digest = hashlib.sha256(ElementTree.tostring(root, encoding="utf-8"))
+    with open(weights, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()

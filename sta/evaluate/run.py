@@ -28,6 +28,7 @@ from torch import nn
 
 from sta.data import VideoDecodeError, VideoEntry, ViewProtocol, read_test_views
 from sta.data.datasets import DATASETS
+from sta.deploy.metadata import QUANTIZED_DTYPES
 from sta.deploy.runners import Runner
 from sta.errors import InvalidInput, OutputError, RunFailed, StaError
 from sta.evaluate.records import (
@@ -61,7 +62,8 @@ class EvalSettings:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        parse_dtype(self.dtype)
+        if self.dtype not in QUANTIZED_DTYPES:  # int8: a graph `sta export --quantize` wrote, its runner checks it
+            parse_dtype(self.dtype)
         if isinstance(self.batch_size, bool) or int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise InvalidInput(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.batch_size > MAX_BATCH:  # views wait in memory until a batch is full

@@ -1,0 +1,249 @@
+"""`sta export --quantize int8`: 8-bit layer matmuls, STA's scoring in float, a guard before anything is written."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from dataclasses import replace
+
+import pytest
+
+from sta.cli import main
+from sta.deploy import quantize
+from sta.deploy.export import export_model
+from sta.deploy.metadata import ModelInfo, model_info, read_info
+from sta.deploy.quantize import Clips, QuantizationRefused, heavy_nodes, quantize_model, random_calibration
+from sta.deploy.runners import open_exported
+from sta.errors import InvalidInput
+from tests.helpers import tiny_clips, tiny_model
+
+onnx = pytest.importorskip("onnx")
+ov = pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+pytestmark = pytest.mark.slow  # each quantization exports and calibrates a graph: seconds on 2 cores
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model(r=(3, 2, 1), seed=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_info(tiny) -> ModelInfo:
+    return model_info(tiny, "tiny", class_names=[f"c{i}" for i in range(5)], random_weights=True)
+
+
+def clips(n: int, seed: int) -> Clips:
+    return Clips(f"tiny clips (seed {seed})", [tiny_clips(n, seed=seed)], n)
+
+
+@pytest.fixture(scope="module")
+def forced(tiny, tiny_info, tmp_path_factory):
+    """The tiny model's int8 IR written past a guard no graph can pass (``force``), and that guard's check."""
+    out = tmp_path_factory.mktemp("forced") / "tiny_int8.xml"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantize, "MIN_KEPT", 1.01)
+        check = quantize_model(tiny, out, tiny_info, clips(8, 1), clips(8, 2), force=True, progress=False)
+    return out, check
+
+
+@pytest.fixture(scope="module")
+def proxy_int8(tmp_path_factory):
+    """The bundled model exported as the README says: `sta export --quantize int8 --out proxy_int8.xml`."""
+    out = tmp_path_factory.mktemp("int8") / "proxy_int8.xml"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export", "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
+    (out.parent / "printed.txt").write_text(printed.getvalue())  # what it said (capsys cannot see a module fixture)
+    return out
+
+
+def fx_targets(proto, ops=quantize.HEAVY_OPS) -> dict[str, str]:
+    """The torch op each matmul / conv node of an exported graph came from."""
+    targets = {}
+    for node in proto.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        found = re.search(r"target=torch\.ops\.([\w.]+)", meta.get("pkg.torch.onnx.fx_node", ""))
+        if node.op_type in ops:
+            targets[node.name] = found.group(1) if found else ""
+    return targets
+
+
+def eight_bit_consumers(xml) -> dict[str, str]:
+    """OpenVINO ops that read a FakeQuantize output (friendly name -> type), shape reads aside."""
+    model = ov.Core().read_model(str(xml))
+    return {t.get_node().get_friendly_name(): t.get_node().get_type_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "FakeQuantize" for t in op.output(0).get_target_inputs()
+            if t.get_node().get_type_name() != "ShapeOf"}
+
+
+def test_the_bundled_model_passes_its_guard_and_records_it(proxy_int8):
+    out = (proxy_int8.parent / "printed.txt").read_text()
+    assert "guard passed: top-1 agreement" in out and "kept positions" in out and "max |logit diff|" in out
+    info = read_info(proxy_int8)  # digest of xml + bin + metadata verified
+    q = info.quantization
+    assert info.dtype == "int8" and (q["tool"], q["backend"], q["clips"], q["forced"]) == ("nncf", "openvino", 300,
+                                                                                          False)
+    assert q["version"] and "proxy task train clips" in q["calibration"]
+    assert q["guard"]["top1_agreement"] >= 0.99 and q["guard"]["kept_agreement"] >= 0.95
+    assert q["guard"]["clips"] == 240 and q["guard"]["int8_top1"] >= q["guard"]["float_top1"] - 0.005
+    assert (info.r, info.method, info.num_frames, info.img_size, len(info.class_names)) == ((16, 16, 16), "sta", 16,
+                                                                                           64, 12)
+    assert proxy_int8.with_suffix(".bin").is_file()
+
+
+def test_scoring_nodes_stay_float_in_the_written_graph(proxy_int8, tmp_path):
+    from sta.models.bundled import load_bundled_model
+
+    model = load_bundled_model(r=16)
+    export_model(model, tmp_path / "float.onnx", model_info(model, "proxy"))
+    targets = fx_targets(onnx.load(str(tmp_path / "float.onnx"), load_external_data=False))
+    consumers = eight_bit_consumers(proxy_int8)
+    base = {name.split("/")[0] for name in consumers}
+    assert set(consumers.values()) <= {"MatMul", "Convolution"}  # 8-bit tensors feed layer matmuls only
+    assert all(targets[name].startswith(quantize.HEAVY_TARGETS) for name in base)
+    scoring = [name for name, target in targets.items() if target.startswith("aten.matmul")]
+    assert scoring and not base & set(scoring)  # similarity / accumulation matmuls: float32
+    linears = [name for name, target in targets.items() if target.startswith("aten.linear")]
+    assert set(linears) <= base  # every linear layer (qkv, projection, MLP, head) is 8-bit
+
+
+def test_int8_files_run_only_as_int8_and_float_files_never(proxy_int8, tmp_path, sample_videos, capsys):
+    video = ["predict", str(sample_videos / "bikes.mp4"), "--views", "1x1", "--no-progress", "--json"]
+    assert main([*video, "--exported", str(proxy_int8), "--backend", "openvino", "--dtype", "int8"]) == 0
+    assert len(json.loads(capsys.readouterr().out.splitlines()[-1])["top"]) == 5
+    for argv, message in [
+        ([*video, "--exported", str(proxy_int8), "--backend", "openvino"],
+         "is an int8 graph: run it with --dtype int8"),
+        ([*video, "--exported", str(proxy_int8), "--backend", "onnxruntime", "--dtype", "int8"],
+         "was quantized for openvino (and checked there): run it with --backend openvino"),
+        (["bench", "--exported", str(proxy_int8), "--backend", "openvino", "--dtype", "bfloat16"],
+         "is an int8 graph: run it with --dtype int8"),
+    ]:
+        assert main(argv) == 2
+        (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+        assert message in line
+    assert main(["export", "--out", str(tmp_path / "f.onnx")]) == 0
+    capsys.readouterr()
+    (tmp_path / "test.csv").write_text(f"{sample_videos / 'bikes.mp4'} 0\n")
+    for argv in ([*video, "--exported", str(tmp_path / "f.onnx"), "--dtype", "int8"],
+                 ["bench", "--exported", str(tmp_path / "f.onnx"), "--backend", "openvino", "--dtype", "int8"],
+                 ["eval", "--exported", str(tmp_path / "f.onnx"), "--backend", "openvino", "--dtype", "int8",
+                  "--data-path", str(tmp_path), "--output-dir", str(tmp_path / "eval")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is a float32 graph: --dtype int8 runs a file written by `sta export --quantize int8`" in err, argv
+    assert main([*video, "--dtype", "int8", "--backend", "openvino"]) == 2  # a live model: export it first
+    assert "--dtype int8 runs a file written by `sta export --quantize int8`" in capsys.readouterr().err
+
+
+def test_eval_scores_an_int8_file_like_the_float_model(proxy_int8, tmp_path, capsys):
+    from sta.data.synthetic import write_videos
+
+    write_videos(tmp_path / "videos", 24)
+    args = ["eval", "--data-path", str(tmp_path / "videos"), "--test-num-segment", "1", "--test-num-crop", "1",
+            "--no-progress", "--json", "--num-workers", "0"]
+    assert main([*args, "--exported", str(proxy_int8), "--backend", "openvino", "--dtype", "int8",
+                 "--output-dir", str(tmp_path / "int8")]) == 0
+    int8 = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert main(["export", "--out", str(tmp_path / "f.onnx")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--exported", str(tmp_path / "f.onnx"), "--output-dir", str(tmp_path / "fp32")]) == 0
+    assert abs(int8["top1"] - json.loads(capsys.readouterr().out.splitlines()[-1])["top1"]) <= 0.5
+
+
+def test_a_failed_guard_writes_nothing_and_force_writes_it_recorded(tiny, tiny_info, forced, tmp_path, monkeypatch):
+    monkeypatch.setattr(quantize, "MIN_KEPT", 1.01)  # no graph can pass: the guard must refuse
+    with pytest.raises(QuantizationRefused, match=r"fails its guard: top-1 agreement .*kept positions .*max \|logit"):
+        quantize_model(tiny, tmp_path / "tiny_int8.xml", tiny_info, clips(8, 1), clips(8, 2), progress=False)
+    assert list(tmp_path.iterdir()) == []
+    out, check = forced
+    assert not check.ok and sorted(p.name for p in out.parent.iterdir()) == ["tiny_int8.bin", "tiny_int8.xml"]
+    q = read_info(out).quantization
+    assert q["forced"] is True and q["guard"]["kept_agreement"] == pytest.approx(check.kept_agreement)
+    assert q["calibration"] == "tiny clips (seed 1)" and q["clips"] == 8
+
+
+def test_onnxruntime_writes_a_qdq_file_with_only_layer_matmuls_quantized(tiny, tiny_info, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "tiny_int8.onnx"
+    quantize_model(tiny, out, tiny_info, clips(8, 1), clips(8, 2), force=True, progress=False)
+    info = read_info(out)
+    assert (info.dtype, info.quantization["tool"], info.quantization["backend"]) == ("int8", "onnxruntime",
+                                                                                     "onnxruntime")
+    proto = onnx.load(str(out))
+    dequantized = {t: n for n in proto.graph.node if n.op_type == "DequantizeLinear" for t in n.output}
+    readers = {n.name for n in proto.graph.node if set(n.input) & set(dequantized) and n.op_type != "Shape"}
+    export_model(tiny, tmp_path / "float.onnx", tiny_info)
+    targets = fx_targets(onnx.load(str(tmp_path / "float.onnx")))
+    assert readers and all(targets.get(name, "").startswith(quantize.LAYER_TARGETS) for name in readers)
+    runner = open_exported(out, "onnxruntime", "int8")
+    assert runner(tiny_clips(3, seed=4)).shape == (3, 5)
+    with pytest.raises(InvalidInput, match="is an int8 graph"):
+        open_exported(out, "onnxruntime", "float32")
+
+
+def test_changed_ir_weights_or_metadata_are_refused(forced, tmp_path):
+    out = tmp_path / "t.xml"
+    out.write_bytes(forced[0].read_bytes())
+    out.with_suffix(".bin").write_bytes(forced[0].with_suffix(".bin").read_bytes())
+    read_info(out)  # a copy under another name verifies
+    weights = out.with_suffix(".bin")
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InvalidInput, match="digest does not match"):
+        read_info(out)
+    weights.unlink()
+    with pytest.raises(InvalidInput, match="t.bin is missing"):
+        read_info(out)
+
+
+def test_quantization_record_is_validated():
+    base = dict(model="m", r=[1, 1, 1], method="sta", num_frames=16, img_size=32, num_classes=2,
+                tokens_per_stage=[1, 1, 1], gflops_per_view=1.0)
+    record = dict(tool="nncf", version="3.4.0", calibration="proxy", clips=300, forced=False)
+    ModelInfo.from_json(json.dumps(dict(base, dtype="int8", quantization=record)), "x")  # valid
+    for data, message in [(dict(base, dtype="int8"), "must carry a quantization record"),
+                          (dict(base, quantization=record), "must not carry"),
+                          (dict(base, dtype="int8", quantization=dict(record, clips="300")), "clips must be int"),
+                          (dict(base, dtype="int8", quantization=dict(record, extra=1)), "quantization must hold")]:
+        with pytest.raises(InvalidInput, match=message):
+            ModelInfo.from_json(json.dumps(data), "x")
+    info = ModelInfo.from_json(json.dumps(base), "x")
+    assert "quantization" not in json.loads(info.to_json())  # float files keep their JSON, and so their digest
+    assert replace(info, dtype="int8", quantization=record).to_json().count('"quantization"') == 1
+
+
+def test_heavy_nodes_are_layer_matmuls_and_bench_says_speed_only(tiny, tiny_info, tmp_path, capsys):
+    export_model(tiny, tmp_path / "t.onnx", tiny_info)
+    proto = onnx.load(str(tmp_path / "t.onnx"))
+    targets = fx_targets(proto)
+    heavy = set(heavy_nodes(proto))
+    assert heavy == {n for n, t in targets.items() if t.startswith(quantize.HEAVY_TARGETS)}
+    assert not {n for n, t in targets.items() if t.startswith("aten.matmul")} & heavy
+    assert set(heavy_nodes(proto, attention=False)) == {n for n, t in targets.items()
+                                                        if t.startswith(quantize.LAYER_TARGETS)}
+    assert main(["bench", "--model", "vit_small_patch16_224", "--input-size", "32", "--r", "0", "--backend",
+                 "openvino", "--dtype", "int8", "--warmup", "0", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "int8 on cpu (openvino)" in out and "speed only" in out
+    assert random_calibration(tiny, 2).count == 2
+
+
+def test_calibration_from_videos_holds_the_next_ones_out_for_the_guard(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from sta.data.synthetic import write_videos
+
+    write_videos(tmp_path / "videos", 10)
+    out = tmp_path / "v_int8.onnx"
+    assert main(["export", "--quantize", "int8", "--calibration", str(tmp_path / "videos" / "test.csv"),
+                 "--calibration-clips", "6", "--out", str(out), "--no-progress", "--force"]) == 0
+    err = capsys.readouterr().err
+    assert "test.csv: videos 1-6 of 10, one view each" in err and "videos 7-10 of 10" in err
+    q = read_info(out).quantization
+    assert (q["tool"], q["clips"], q["guard"]["clips"]) == ("onnxruntime", 6, 4) and "videos 1-6" in q["calibration"]
+    assert main(["export", "--quantize", "int8", "--calibration", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "--calibration" in capsys.readouterr().err
