@@ -86,7 +86,9 @@ def run(args) -> None:
     check = export_model(model, args.out, info, fmt=fmt, dtype=args.dtype)
     print(f"sta export: {args.out} ({fmt}, {args.dtype}): {info.method} r={format_r(info.r)}, tokens "
           f"{format_tokens(info.tokens_per_stage)}, {info.gflops_per_view:.2f} GFLOPs/view; checked against the "
-          f"eager model: max |logit diff| {check.max_abs_diff:.2g}, same top-1 and kept positions")
+          f"eager model: max |logit diff| {check.max_abs_diff:.2g}, same top-1 and kept positions on {check.clips} "
+          f"clips" + (f" ({check.rounding_decided} left out: float rounding decides their near-tied kept tokens)"
+                      if check.rounding_decided else ""))
 
 
 def run_quantize(args, loaded, info) -> None:

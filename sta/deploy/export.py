@@ -15,6 +15,10 @@ metadata, sealed with a digest of the graph, the weights and the metadata (check
 on every load). Before anything is written, the exported graph runs on random clips
 next to the eager model: the file is refused unless the logits are finite and agree
 to float tolerance, the top-1 classes match and every kept position is the same.
+A clip whose selection float rounding decides (its kept positions in float64 are not
+those of the model's own dtype: two near-tied scores, common with random weights) says
+nothing about the graph: it is left out of the comparison, and said so, as long as
+another clip remains.
 
 8-bit graphs (``--quantize int8``: an OpenVINO IR or a QDQ ONNX file) are written by
 :mod:`sta.deploy.quantize`, from the float ONNX graph this module exports.
@@ -22,6 +26,7 @@ to float tolerance, the top-1 classes match and every kept position is the same.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tempfile
@@ -92,10 +97,20 @@ class ExportCheck:
     tolerance: float
     same_top1: bool
     same_positions: bool
+    clips: int = CHECK_BATCH  # clips compared
+    rounding_decided: int = 0  # clips left out: their selection depends on float rounding (near-tied scores)
 
     @property
     def ok(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and self.same_top1 and self.same_positions
+        return self.clips > 0 and self.max_abs_diff <= self.tolerance and self.same_top1 and self.same_positions
+
+    def describe(self) -> str:
+        text = (f"max |logit diff| {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}), same top-1: "
+                f"{self.same_top1}, same kept positions: {self.same_positions}, on {self.clips} clips")
+        if self.rounding_decided:
+            text += (f" ({self.rounding_decided} more left out: float rounding decides their kept tokens, which "
+                     "differ between float32 and float64 runs of the eager model itself)")
+        return text
 
 
 def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt: str | None = None,
@@ -133,15 +148,16 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
         except Exception as err:  # the exporters raise many types; the user needs what failed, in one line
             raise ExportError(f"{fmt} export of this model failed ({type(err).__name__}: {first_line(err)}); "
                               f"{out} was not written") from err
-        check = compare(expected, got, dtype, ordered)
         if not torch.isfinite(expected[0]).all():
             raise ExportError(f"the model's logits are not finite (NaN or inf) on the check clips: its weights or "
                               f"precision are broken; {out} was not written")
+        check = compare(expected, got, dtype, ordered)
+        if not check.ok and math.isfinite(check.max_abs_diff):  # near-ties? a float64 run of the eager model says
+            check = compare(expected, got, dtype, ordered, skip=rounding_decided(model, clips, expected))
         if not check.ok:
             raise ExportError(
-                f"the exported graph disagrees with the eager model (max |logit diff| {check.max_abs_diff:.3g}, "
-                f"tolerance {check.tolerance:.3g}, same top-1: {check.same_top1}, same kept positions: "
-                f"{check.same_positions}); {out} was not written")
+                f"the exported graph disagrees with the eager model ({check.describe()}); {out} was not written. "
+                "This is a bug in exporting this model: please report it with the command you ran")
         for file in Path(tmp).iterdir():  # the graph, and its weights file if it has one (> 2 GB)
             os.replace(file, out.parent / file.name)
     return check
@@ -156,19 +172,35 @@ def check_clips(model: nn.Module, dtype: torch.dtype) -> Tensor:
     return torch.cat([noise, static, repeated]).contiguous()
 
 
-def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = "float32", ordered: bool = True
-            ) -> ExportCheck:
+def compare(expected: tuple[Tensor, ...], got: tuple[Tensor, ...], dtype: str = "float32", ordered: bool = True,
+            skip: Tensor | None = None) -> ExportCheck:
     """Logits within tolerance (relative to their scale), identical top-1 and identical kept positions (in the same
-    order, or with ``ordered=False`` the same set after each stage)."""
+    order, or with ``ordered=False`` the same set after each stage), over the clips ``skip`` (``B`` bool) leaves."""
+    compared = torch.ones(len(expected[0]), dtype=torch.bool) if skip is None else ~skip
+    expected, got = tuple(t[compared] for t in expected), tuple(t[compared] for t in got)
     want, have = expected[0].float(), got[0].float()
+    left_out = int((~compared).sum())
     if not (torch.isfinite(want).all() and torch.isfinite(have).all()):  # NaN compares false, argmax takes it
-        return ExportCheck(max_abs_diff=math.inf, tolerance=0.0, same_top1=False, same_positions=False)
-    scale = max(1.0, float(want.abs().max()))
+        return ExportCheck(math.inf, 0.0, False, False, len(want), left_out)
+    scale = max(1.0, float(want.abs().max())) if len(want) else 1.0
     tolerance = (1e-4 if dtype == "float32" else 5e-2) * scale
-    return ExportCheck(max_abs_diff=float((want - have).abs().max()), tolerance=tolerance,
+    return ExportCheck(max_abs_diff=float((want - have).abs().max()) if len(want) else 0.0, tolerance=tolerance,
                        same_top1=bool(torch.equal(want.argmax(-1), have.argmax(-1))),
                        same_positions=all(torch.equal(*(_sorted(a, b) if not ordered else (a, b.to(a.dtype))))
-                                          for a, b in zip(expected[1:], got[1:])))
+                                          for a, b in zip(expected[1:], got[1:])),
+                       clips=len(want), rounding_decided=left_out)
+
+
+def rounding_decided(model: nn.Module, clips: Tensor, expected: tuple[Tensor, ...]) -> Tensor:
+    """``B`` bool: the clips whose kept positions (in order) a float64 copy of ``model`` does not reproduce, i.e.
+    where float rounding decides between near-tied scores and no graph can be held to one answer."""
+    reference = GraphForward(copy.deepcopy(model).to(torch.float64)).eval()
+    with torch.inference_mode():
+        exact = reference(clips.to(torch.float64))
+    decided = torch.zeros(len(clips), dtype=torch.bool)
+    for a, b in zip(expected[1:], exact[1:]):
+        decided |= (a != b.to(a.dtype)).any(dim=-1)
+    return decided
 
 
 def _sorted(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sta.deploy.export import ExportError, GraphForward, compare, export_model, runner_for
+from sta.deploy.export import ExportError, GraphForward, compare, export_model, rounding_decided, runner_for
 from sta.deploy.metadata import ModelInfo, model_info, read_info
 from sta.deploy.runners import open_exported
 from tests.helpers import tiny_clips, tiny_model
@@ -84,6 +84,36 @@ def test_disagreeing_graph_is_refused_and_nothing_written(model, info, tmp_path,
     with pytest.raises(ExportError, match="was not written"):
         export_model(model, tmp_path / "bad.onnx", info)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_clip_float_rounding_decides_is_left_out_and_said_but_a_wrong_graph_is_still_refused(
+        model, info, tmp_path, monkeypatch):
+    def one_clip_reordered(graph, clips, path, info):  # what a near-tie does: another order, then other tokens
+        path.write_bytes(b"graph")
+        logits, *positions = (t.clone() for t in eager(model, clips))
+        positions[0][1] = positions[0][1].flip(-1)
+        return (logits + torch.tensor([0.0, 0.5, 0.0, 0.0])[:, None], *positions)
+
+    monkeypatch.setattr("sta.deploy.export._export_onnx", one_clip_reordered)
+    with pytest.raises(ExportError, match="same kept positions: False, on 4 clips"):  # float64 keeps clip 1's order
+        export_model(model, tmp_path / "a.onnx", info)
+    assert list(tmp_path.iterdir()) == []
+    decided = torch.tensor([False, True, False, False])
+    monkeypatch.setattr("sta.deploy.export.rounding_decided", lambda *_: decided)
+    check = export_model(model, tmp_path / "a.onnx", info)
+    assert check.ok and (check.clips, check.rounding_decided) == (3, 1) and "1 more left out" in check.describe()
+    monkeypatch.setattr("sta.deploy.export.rounding_decided", lambda *_: torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ExportError, match="on 0 clips"):  # nothing left to compare: refused
+        export_model(model, tmp_path / "b.onnx", info)
+
+
+def test_rounding_decided_flags_the_clips_float64_selects_otherwise(model):
+    clips = tiny_clips(3, seed=6)
+    logits, *positions = (t.clone() for t in eager(model, clips))
+    assert not rounding_decided(model, clips, (logits, *positions)).any()  # this tiny model has no near-tie here
+    positions[1][2] = positions[1][2].flip(-1)
+    assert rounding_decided(model, clips, (logits, *positions)).tolist() == [False, False, True]
+    assert next(model.parameters()).dtype == torch.float32  # the float64 run was on a copy
 
 
 def test_compare_needs_identical_positions():
