@@ -67,6 +67,15 @@ def quiet_libraries() -> None:
     logging.getLogger("torch").setLevel(logging.ERROR)  # the ONNX exporter's notes, torch.export's logged errors
 
 
+def show_steps(command: str, quiet: bool = False) -> None:
+    """The library's one line per long step (``sta.utils.progress.step``) on stderr, unless ``--no-progress``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"sta {command}: %(message)s"))
+    log = logging.getLogger("sta")
+    log.handlers, log.propagate = [handler], False  # one handler however often main() runs in a process
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def describe(err: BaseException) -> str | None:
     """The one line a user sees for an error that is theirs to fix, or None for a bug."""
     if isinstance(err, StaError):
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_warning
     if not debug:
         quiet_libraries()
+    show_steps(args.command, quiet=getattr(args, "no_progress", False))
     # Trained models' attention underflows to denormal floats, which slow x86 matmuls up to 10x: flush them.
     torch.set_flush_denormal(True)
     try:

@@ -59,7 +59,7 @@ def add_arguments(p) -> None:
     add_sampling_args(g, data_set=False)
     g.add_argument("--force", action="store_true", help="write the int8 graph even when it fails its guard (the "
                    "file records that it did)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines or bars")
 
 
 def run(args) -> None:

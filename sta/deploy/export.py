@@ -54,6 +54,7 @@ from sta.measure.speed import random_clips
 from sta.utils.device import parse_dtype
 from sta.utils.files import first_line
 from sta.utils.optional import require_backend
+from sta.utils.progress import step
 
 FORMATS = ("onnx", "pt2")
 OUTPUTS = GRAPH_OUTPUTS  # logits, positions_0..2
@@ -142,7 +143,9 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".sta-export-") as tmp:
         staged = Path(tmp) / out.name
         try:
-            got = (_export_onnx if fmt == "onnx" else _export_pt2)(graph, clips, staged, info)
+            with step(f"{fmt} export of {info.model} ({'torch.onnx.export' if fmt == 'onnx' else 'torch.export'}), "
+                      f"then a run of the graph on {len(clips)} check clips"):
+                got = (_export_onnx if fmt == "onnx" else _export_pt2)(graph, clips, staged, info)
         except (ImportError, ExportError):
             raise
         except Exception as err:  # the exporters raise many types; the user needs what failed, in one line
@@ -153,7 +156,9 @@ def export_model(model: nn.Module, out: str | os.PathLike, info: ModelInfo, fmt:
                               f"precision are broken; {out} was not written")
         check = compare(expected, got, dtype, ordered)
         if not check.ok and math.isfinite(check.max_abs_diff):  # near-ties? a float64 run of the eager model says
-            check = compare(expected, got, dtype, ordered, skip=rounding_decided(model, clips, expected))
+            with step("the graph's kept tokens differ: a float64 run of the eager model looks for near-ties"):
+                decided = rounding_decided(model, clips, expected)
+            check = compare(expected, got, dtype, ordered, skip=decided)
         if not check.ok:
             raise ExportError(
                 f"the exported graph disagrees with the eager model ({check.describe()}); {out} was not written. "

@@ -53,7 +53,7 @@ from sta.deploy.metadata import ModelInfo, content_digest, read_info, seal, writ
 from sta.deploy.runners import OnnxRuntimeRunner, OpenVinoRunner
 from sta.errors import InvalidInput
 from sta.utils.optional import require_backend
-from sta.utils.progress import Progress
+from sta.utils.progress import Progress, step
 
 INT8 = "int8"
 SUFFIXES = {"openvino": ".xml", "onnxruntime": ".onnx"}  # the file each backend loads best
@@ -250,8 +250,9 @@ def quantize_file(float_onnx: Path, out: Path, backend: str, calibration: Clips,
     if len(items) == 0:
         raise InvalidInput(f"no calibration clip could be read from {calibration.description}", param="calibration")
     quantize = _quantize_openvino if backend == "openvino" else _quantize_onnxruntime
-    counts = quantize(float_onnx, out, heavy, items)
     tool = TOOLS[backend]
+    with step(f"{tool} quantizes {len(heavy)} matmuls to 8 bits, calibrated on {len(items)} clips"):
+        counts = quantize(float_onnx, out, heavy, items)
     return dict(tool=tool, version=_version(tool), backend=backend, calibration=calibration.description,
                 clips=len(items), forced=False, **counts)
 

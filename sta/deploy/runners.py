@@ -36,6 +36,7 @@ from sta.deploy.metadata import INFO_KEY, QUANTIZED_DTYPES, ModelInfo, model_inf
 from sta.errors import InvalidInput
 from sta.utils.device import parse_dtype, resolve_device
 from sta.utils.optional import require_backend
+from sta.utils.progress import log, step
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 GRAPH_OUTPUTS = ("logits", "positions_0", "positions_1", "positions_2")  # what `sta export` graphs compute
@@ -72,6 +73,8 @@ class TorchRunner(InfoRunner):
         self.info, self.dtype, self.device = info, parse_dtype(dtype), resolve_device(device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.forward = torch.compile(self.model) if compile else self.model
+        if compile:
+            log.info("torch.compile: the first batch compiles the model (a minute or more on a CPU)")
 
     @property
     def cfg(self) -> ClipConfig:
@@ -135,7 +138,9 @@ class OpenVinoRunner(InfoRunner):
         check_precision(path, info, dtype)
         self.info, self.dtype = info, dtype
         # Set explicitly: on bf16-capable CPUs OpenVINO picks bf16 unless told f32.
-        self.compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": self.PRECISION[dtype]})
+        with step(f"OpenVINO compiles {Path(path).name} for the CPU ({dtype})"):
+            self.compiled = ov.Core().compile_model(str(path), "CPU",
+                                                    {"INFERENCE_PRECISION_HINT": self.PRECISION[dtype]})
         self.output = self.compiled.output("logits")
 
     def __call__(self, clips: Tensor) -> Tensor:

@@ -1,9 +1,28 @@
-"""A progress bar with rate and ETA: tqdm when installed, else a plain line every few seconds."""
+"""Progress: a bar with rate and ETA (tqdm when installed, else a plain line every few seconds), and one line per
+long step that has no count (an export, a compile, a quantization) through the ``sta`` logger.
+
+The library only logs those lines (INFO on ``logging.getLogger("sta")``): the CLI shows them on stderr unless
+``--no-progress``; a program using the library sees them only if it configures logging.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger("sta")
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """Log ``what ...`` before a long step and ``what: done in N s`` after it (nothing when it fails)."""
+    log.info("%s ...", what)
+    start = time.perf_counter()
+    yield
+    log.info("%s: done in %.0f s", what, time.perf_counter() - start)
 
 
 class Progress:
