@@ -20,6 +20,7 @@ from sta.cli.output import format_r, format_tokens, print_notes, spell_flags
 from sta.deploy.export import export_model, format_for
 from sta.deploy.metadata import model_info
 from sta.errors import InvalidInput
+from sta.evaluate.calibration import GUARD_VIDEOS, calibration_sets
 from sta.factory import class_names, load_model, sampling_rate
 
 NAME = "export"
@@ -54,7 +55,7 @@ def add_arguments(p) -> None:
                    "videos, or `proxy` (the bundled task's clips; the default for the bundled model)")
     g.add_argument("--calibration-clips", type=positive_int, default=300,
                    help="calibration clips (one view per video, as `sta eval` samples it; the next videos, up to "
-                   "240, are the guard's held-out clips)")
+                   f"{GUARD_VIDEOS}, are the guard's held-out clips)")
     g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the calibration list")
     add_sampling_args(g, data_set=False)
     g.add_argument("--force", action="store_true", help="write the int8 graph even when it fails its guard (the "
@@ -94,7 +95,6 @@ def run(args) -> None:
 def run_quantize(args, loaded, info) -> None:
     from sta.deploy.quantize import backend_for, quantize_model
     from sta.deploy.runners import open_exported
-    from sta.evaluate.calibration import calibration_sets
 
     backend = backend_for(args.out, args.backend)
     views = dict(protocol=dataset_of(args).protocol, sampling_rate=sampling_rate(args.sampling_rate, loaded))
