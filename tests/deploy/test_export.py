@@ -116,6 +116,14 @@ def test_rounding_decided_flags_the_clips_float64_selects_otherwise(model):
     assert next(model.parameters()).dtype == torch.float32  # the float64 run was on a copy
 
 
+def test_rounding_decided_nudges_the_clips_to_find_near_ties(model):
+    clips = tiny_clips(3, seed=6)
+    expected = eager(model, clips)
+    assert not rounding_decided(model, clips, expected).any()  # rounding-sized nudges move nothing here
+    assert not rounding_decided(model, clips, expected, nudges=0, noise=1e-2).any()  # nor float64 alone
+    assert rounding_decided(model, clips, expected, noise=1e-2).all()  # nudges far above rounding move every clip
+
+
 def test_compare_needs_identical_positions():
     logits = torch.tensor([[1.0, 2.0]])
     same = compare((logits, torch.tensor([[0, 1]])), (logits, torch.tensor([[0, 1]])))
