@@ -28,7 +28,7 @@ lint: $(VENV)/.installed
 
 # The README's commands (tests/test_readme.py) run once, in package-check, against the installed wheel.
 pytest: $(VENV)/.installed
-	$(PY) -m pytest -q --deselect tests/test_readme.py::test_readme_commands_run_as_written
+	$(PY) -m pytest -q -n 2 --dist loadfile --deselect tests/test_readme.py::test_readme_commands_run_as_written
 
 # Build the sdist and wheel, install the wheel in a fresh venv, run the CLI from an unrelated folder,
 # then run the sdist's packaging tests against the installed wheel (the sdist's sta/ is removed first):

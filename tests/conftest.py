@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.helpers import SAMPLE_VIDEOS
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make pytest` runs two processes on (often) two cores: one thread each
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
