@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import tempfile
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import onnx
-import openvino as ov
 import torch
 from backends import machine_header  # benchmarks/backends.py
+from int8_profile import timed  # benchmarks/int8_profile.py
 from nncf.common.graph.patterns.patterns import IgnoredPatternNames
 from nncf.openvino.quantization.ignored_patterns import OPENVINO_IGNORED_PATTERNS
 
@@ -78,19 +77,6 @@ def mark_precise(xml: Path, names: set[str], out: Path) -> int:
     return marked
 
 
-def timed(path: Path, precision: str, clips: np.ndarray, profile: bool = False):
-    """(median ms per clip, OpenVINO's per-node profile of the last run or None)."""
-    config = {"INFERENCE_PRECISION_HINT": precision, **({"PERF_COUNT": "YES"} if profile else {})}
-    request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
-    request.infer({0: clips})  # warm-up
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        request.infer({0: clips})
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times)) / len(clips), request.profiling_info if profile else None
-
-
 def proxy_rows(calibration_clips: int) -> None:
     print("\n1. softmax·V 8-bit: the guard on the bundled proxy (needs top-1 >= 99%, kept positions >= 95%)")
     guard = proxy_guard()
@@ -116,16 +102,16 @@ def speed_rows(name: str, r: int) -> None:
                           progress=False)
         scoring = scoring_nodes(tmp / "float.onnx")
         marked = mark_precise(tmp / "int8.xml", scoring, tmp / "precise.xml")
-        bf16, _ = timed(tmp / "float.onnx", "bf16", clips)
+        bf16, _ = timed(tmp / "float.onnx", "bf16", clips, REPEATS)
         runs = {"float graph, bf16": (bf16, None),
-                "int8 IR, float parts f32 (what --quantize writes)": timed(tmp / "int8.xml", "f32", clips),
-                "1. int8 IR + softmax·V 8-bit, f32": timed(tmp / "sv.xml", "f32", clips),
+                "int8 IR, float parts f32 (what --quantize writes)": timed(tmp / "int8.xml", "f32", clips, REPEATS),
+                "1. int8 IR + softmax·V 8-bit, f32": timed(tmp / "sv.xml", "f32", clips, REPEATS),
                 f"2. int8 IR, bf16 hint, {marked} scoring layers precise": timed(tmp / "precise.xml", "bf16", clips,
-                                                                                 profile=True)}
+                                                                                 REPEATS, perf_count=True)}
     print(f"\nspeed: {name} r={r}, batch {BATCH}, ms per clip (ratio to the float graph in bf16)")
     for label, (ms, _) in runs.items():
         print(f"  {label:<58}{ms:8.1f}  {bf16 / ms:5.2f}x")
-    profile = runs[next(k for k in runs if k.startswith("2."))][1]
+    profile = runs[next(k for k in runs if k.startswith("2."))][1].profiling_info
     matmuls = [e for e in profile if e.node_type == "MatMul" and e.node_name.split("/")[0] in scoring]
     kinds = sorted({e.exec_type for e in matmuls})
     print(f"  2.: STA's {len(matmuls)} scoring MatMuls (marked precise) ran as {', '.join(kinds)}")

@@ -26,21 +26,26 @@ from sta.deploy.metadata import model_info
 from sta.deploy.quantize import quantize_file, random_calibration
 
 
-def profile(path: Path, precision: str, clips: np.ndarray, repeats: int) -> tuple[float, collections.Counter]:
-    """(median ms per clip, ms per (node type, kernel) over the last run's batch)."""
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                                         "PERF_COUNT": "YES"})
-    request = compiled.create_infer_request()
+def timed(path: Path, precision: str, clips: np.ndarray, repeats: int, perf_count: bool = False):
+    """(median ms per clip, the infer request after its last run: with ``perf_count``, its ``profiling_info``)."""
+    config = {"INFERENCE_PRECISION_HINT": precision, **({"PERF_COUNT": "YES"} if perf_count else {})}
+    request = ov.Core().compile_model(str(path), "CPU", config).create_infer_request()
     request.infer({0: clips})  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         request.infer({0: clips})
         times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times)) / len(clips), request
+
+
+def profile(path: Path, precision: str, clips: np.ndarray, repeats: int) -> tuple[float, collections.Counter]:
+    """(median ms per clip, ms per (node type, kernel) over the last run's batch)."""
+    ms, request = timed(path, precision, clips, repeats, perf_count=True)
     per_op = collections.Counter()
     for entry in request.profiling_info:
         per_op[(entry.node_type, entry.exec_type)] += entry.real_time.total_seconds() * 1e3
-    return 1e3 * float(np.median(times)) / len(clips), per_op
+    return ms, per_op
 
 
 def main() -> None:
