@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 
 import pytest
@@ -15,10 +14,11 @@ from sta.deploy.metadata import ModelInfo, model_info, read_info
 from sta.deploy.quantize import Clips, QuantizationRefused, heavy_nodes, quantize_model, random_calibration
 from sta.deploy.runners import open_exported
 from sta.errors import InvalidInput
+from tests.deploy.graphs import fx_targets
 from tests.helpers import tiny_clips, tiny_model
 
 onnx = pytest.importorskip("onnx")
-ov = pytest.importorskip("openvino")
+pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 pytestmark = pytest.mark.slow  # each quantization exports and calibrates a graph: seconds on 2 cores
 
@@ -45,25 +45,6 @@ def forced(tiny, tiny_info, tmp_path_factory):
         patch.setattr(quantize, "MIN_KEPT", 1.01)
         check = quantize_model(tiny, out, tiny_info, clips(8, 1), clips(8, 2), force=True, progress=False)
     return out, check
-
-
-def fx_targets(proto, ops=quantize.HEAVY_OPS) -> dict[str, str]:
-    """The torch op each matmul / conv node of an exported graph came from."""
-    targets = {}
-    for node in proto.graph.node:
-        meta = {p.key: p.value for p in node.metadata_props}
-        found = re.search(r"target=torch\.ops\.([\w.]+)", meta.get("pkg.torch.onnx.fx_node", ""))
-        if node.op_type in ops:
-            targets[node.name] = found.group(1) if found else ""
-    return targets
-
-
-def eight_bit_consumers(xml) -> dict[str, str]:
-    """OpenVINO ops that read a FakeQuantize output (friendly name -> type), shape reads aside."""
-    model = ov.Core().read_model(str(xml))
-    return {t.get_node().get_friendly_name(): t.get_node().get_type_name() for op in model.get_ordered_ops()
-            if op.get_type_name() == "FakeQuantize" for t in op.output(0).get_target_inputs()
-            if t.get_node().get_type_name() != "ShapeOf"}
 
 
 def test_a_failed_guard_writes_nothing_and_force_writes_it_recorded(tiny, tiny_info, forced, tmp_path, monkeypatch):

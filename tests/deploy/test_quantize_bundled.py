@@ -12,7 +12,7 @@ import pytest
 from sta.cli import main
 from sta.deploy import quantize
 from sta.deploy.metadata import read_info
-from tests.deploy.test_quantize import eight_bit_consumers, fx_targets
+from tests.deploy.graphs import eight_bit_consumers, fx_targets
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("openvino")
