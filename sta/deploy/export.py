@@ -209,13 +209,12 @@ def rounding_decided(model: nn.Module, clips: Tensor, expected: tuple[Tensor, ..
     their exact ties (which tie-breaking decides, and every graph must reproduce) stay exact."""
     reference = GraphForward(copy.deepcopy(model).to(torch.float64)).eval()
     exact = clips.to(torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    inputs = [exact] + [exact + noise * float(exact.std()) * torch.randn(*exact.shape[:2], 1, *exact.shape[3:],
-                                                                        generator=gen, dtype=torch.float64)
-                        for _ in range(nudges)]
+    step, gen = noise * float(exact.std()), torch.Generator().manual_seed(0)
+    frame = (*exact.shape[:2], 1, *exact.shape[3:])  # one nudge per clip, broadcast over its frames
     decided = torch.zeros(len(clips), dtype=torch.bool)
     with torch.inference_mode():
-        for x in inputs:
+        for draw in range(nudges + 1):  # draw 0: the clip itself
+            x = exact if draw == 0 else exact + step * torch.randn(frame, generator=gen, dtype=torch.float64)
             for a, b in zip(expected[1:], reference(x)[1:]):
                 decided |= (a != b.to(a.dtype)).any(dim=-1)
     return decided
