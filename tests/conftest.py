@@ -15,8 +15,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make pytest` runs two processes on
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``cuda`` run where a GPU is; elsewhere they are deselected (listed as such), not skipped."""
-    if torch.cuda.is_available():
+    """Tests marked ``cuda`` run where a GPU is; elsewhere they are deselected (listed as such), not skipped.
+
+    ``STA_TEST_DEVICE=cpu`` (``benchmarks/gpu_check.sh --dry-run``) keeps them and runs them on the CPU."""
+    if torch.cuda.is_available() or os.environ.get("STA_TEST_DEVICE") == "cpu":
         return
     deselected = [item for item in items if "cuda" in item.keywords]
     if deselected:
