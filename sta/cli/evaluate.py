@@ -19,7 +19,7 @@ from sta.cli.options import (
 )
 from sta.cli.output import format_r, print_notes
 from sta.data import ViewProtocol, read_list_file
-from sta.data.datasets import check_label_space
+from sta.data.datasets import CUSTOM, DATASETS, check_label_space, with_protocol
 from sta.errors import InvalidInput, RunFailed
 from sta.evaluate import EvalSettings, evaluate
 from sta.factory import check_request, open_runner, sampling_rate
@@ -31,11 +31,11 @@ HELP = "top-1/top-5 with the VideoMAE multi-view test protocol (torchrun for man
 DESCRIPTION = ("Evaluate on a VideoMAE list file ({data_path}/{split}.csv: `path label` per line) with the "
                "release's test views (Kinetics: 5 clips x 3 crops; SSv2: 2 x 3). Predictions are appended to "
                "--output-dir as they finish: rerun the same command to resume. Without a model: the bundled demo "
-               "model (try it on the clips `sta.data.synthetic.write_videos` writes).")
+               "model (try it on the clips `sta.data.proxies.write_videos` writes).")
 
 
 def add_arguments(p) -> None:
-    add_model_args(p, weights=True)
+    add_model_args(p, weights=True, proxy=True)
     add_pruning_args(p, sweep=False)
     g = p.add_argument_group("data and protocol")
     g.add_argument("--data-path", "--data_path", required=True, help="folder holding test.csv / val.csv")
@@ -59,6 +59,9 @@ def add_arguments(p) -> None:
     add_backend_args(p)
 
 
+NAMED_CLASS_COUNTS = {d.num_classes for d in DATASETS.values() if not d.custom}
+
+
 def run(args) -> None:
     request, pruning = model_request(args), pruning_request(args)
     check_request(request, pruning, allow_bundled=True)  # options a source decides fail before anything is read
@@ -70,6 +73,17 @@ def run(args) -> None:
     prepared = open_runner(request, pruning, args.backend, args.dtype, args.device, args.compile, allow_bundled=True)
     print_notes(NAME, prepared.notes)
     info = prepared.info  # an --hf-model or --exported file brings its own frames, size and classes
+    if args.data_set is not None and info.dataset is not None and args.data_set != info.dataset["name"]:
+        raise InvalidInput(f"--exported {args.exported} was exported for --data-set {info.dataset['name']}, not "
+                           f"{args.data_set}: drop --data-set, or export the model again")
+    if args.data_set is None and info.dataset is not None:  # an exported file records the dataset it was made for
+        dataset = with_protocol(DATASETS[info.dataset["name"]], info.dataset["protocol"])
+        print(f"sta eval: {args.exported} was exported for --data-set {dataset.name} ({dataset.protocol} sampling)",
+              file=sys.stderr)
+    elif args.data_set is None and request.source == "hf" and info.num_classes not in NAMED_CLASS_COUNTS:
+        print(f"sta eval: the head's {info.num_classes} classes match no named dataset: evaluating as --data-set "
+              f"{CUSTOM} (Kinetics-style sampling), the list's labels against the directory's own classes",
+              file=sys.stderr)
     if args.data_set is not None:  # a named dataset's labels must be the head's; else the list's labels are its own
         check_label_space(dataset, info.num_classes)
     if (args.short_side_size or info.img_size) != info.img_size:

@@ -17,6 +17,7 @@ from sta.cli.options import (
     pruning_request,
 )
 from sta.cli.output import format_r, format_tokens, print_notes, spell_flags
+from sta.data.datasets import check_label_space
 from sta.deploy.export import export_model, format_for
 from sta.deploy.metadata import model_info
 from sta.errors import InvalidInput
@@ -38,7 +39,7 @@ INT8_OPTIONS = ("backend", "calibration", "data_root", "sampling_rate", "force")
 
 
 def add_arguments(p) -> None:
-    add_model_args(p, weights=True)
+    add_model_args(p, weights=True, proxy=True)
     add_pruning_args(p, sweep=False, default_r=f"0 ({BUNDLED_R} for the bundled model)")
     p.add_argument("--format", choices=["onnx", "pt2"], help="default: from the --out suffix")
     p.add_argument("--out", required=True, help="file to write (.onnx or .pt2; --quantize int8: .xml or .onnx)")
@@ -81,7 +82,11 @@ def run(args) -> None:
     model = loaded.model
     name = os.path.basename(request.ckpt_path) if request.ckpt_path else loaded.name
     names = class_names(model.cfg.num_classes, args.labels, args.hf_model, args.data_set, carried=loaded.class_names)
-    info = model_info(model, name, names, sampling_rate=loaded.sampling_rate, random_weights=loaded.random_weights)
+    if args.data_set is not None:
+        check_label_space(dataset_of(args), model.cfg.num_classes)
+    recorded = dict(name=args.data_set, protocol=dataset_of(args).protocol) if args.data_set else None
+    info = model_info(model, name, names, sampling_rate=loaded.sampling_rate, random_weights=loaded.random_weights,
+                      dataset=recorded)
     if args.quantize:
         return run_quantize(args, loaded, info)
     check = export_model(model, args.out, info, fmt=fmt, dtype=args.dtype)
@@ -98,7 +103,7 @@ def run_quantize(args, loaded, info) -> None:
 
     backend = backend_for(args.out, args.backend)
     views = dict(protocol=dataset_of(args).protocol, sampling_rate=sampling_rate(args.sampling_rate, loaded))
-    calibration, guard = calibration_sets(loaded.model, args.calibration, args.calibration_clips, loaded.bundled,
+    calibration, guard = calibration_sets(loaded.model, args.calibration, args.calibration_clips, loaded.proxy,
                                           data_root=args.data_root, report=report, **views)
     print(f"sta export: int8 for {backend}: calibrating on {calibration.description}; guard on "
           f"{guard.description}", file=sys.stderr)

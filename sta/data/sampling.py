@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from sta.core.contract import IMAGENET_MEAN, IMAGENET_STD
+from sta.data.datasets import PROTOCOLS
 from sta.errors import InvalidInput
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "to_uint8_frames",
 ]
 
-PROTOCOLS = ("kinetics", "ssv2")
 # Release defaults of ``--test_num_segment`` per protocol (VideoMAE scripts:
 # Kinetics 5 clips x 3 crops, Something-Something V2 2 clips x 3 crops).
 _DEFAULT_SEGMENTS = {"kinetics": 5, "ssv2": 2}

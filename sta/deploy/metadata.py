@@ -25,6 +25,7 @@ from torch import nn
 from sta.core.contract import IMAGENET_MEAN, IMAGENET_STD, ClipConfig
 from sta.core.methods import METHODS
 from sta.core.schedule import R, normalize_r, tokens_after_stages
+from sta.data.datasets import DATASETS, PROTOCOLS
 from sta.errors import InvalidInput
 from sta.utils.device import DTYPES
 from sta.utils.optional import require_backend
@@ -63,14 +64,17 @@ class ModelInfo:
     quantization: dict | None = None
     digest: str | None = None  # sha256 of graph + weights + this metadata (without the digest); None before 0.3
     version: int = INFO_VERSION
+    # The dataset the file was exported for, {"name": ..., "protocol": ...} (None: not named; absent from the JSON)
+    dataset: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "r", normalize_r(self.r))
 
     def to_json(self) -> str:
         data = asdict(self)
-        if data["quantization"] is None:  # float files keep the JSON (and so the digest) they had before int8
-            del data["quantization"]
+        for optional in ("quantization", "dataset"):  # absent when unset: older files keep their JSON and digest
+            if data[optional] is None:
+                del data[optional]
         return json.dumps(data)
 
     @property
@@ -128,13 +132,19 @@ def _problem(d: dict) -> str | None:
         (isinstance(d.get("random_weights", False), bool), "random_weights must be true or false"),
         (d.get("grid") is None or isinstance(d["grid"], dict) and set(d["grid"]) == set(GRID_FIELDS)
          and all(count(v) for v in d["grid"].values()), f"grid must hold {', '.join(GRID_FIELDS)}"),
+        (d.get("dataset") is None or isinstance(d["dataset"], dict) and set(d["dataset"]) == {"name", "protocol"}
+         and d["dataset"]["name"] in DATASETS and d["dataset"]["protocol"] in PROTOCOLS,
+         "dataset must hold a known name and protocol"),
     ]
     if problem := next((why for ok, why in checks if not ok), None):
         return problem
     if problem := _quantization_problem(d.get("quantization"), d.get("dtype", "float32")):
         return problem
     grid = d.get("grid")
-    if grid is not None and d["num_frames"] % grid["tubelet_size"] == 0 and d["img_size"] % grid["patch_size"] == 0:
+    # Methods held to STA's counts keep what its arithmetic says; the others (rlt, evs-q) keep their own counts,
+    # which the graph's kept positions give (`sta export` records those).
+    if (grid is not None and METHODS[d["method"]].equal_budget
+            and d["num_frames"] % grid["tubelet_size"] == 0 and d["img_size"] % grid["patch_size"] == 0):
         tokens = tokens_after_stages(d["num_frames"] // grid["tubelet_size"],
                                      (d["img_size"] // grid["patch_size"]) ** 2, d["r"])
         if list(tokens) != d["tokens_per_stage"]:
@@ -162,17 +172,22 @@ def _quantization_problem(q, dtype: str) -> str | None:
 
 
 def model_info(model: nn.Module, name: str, class_names: list[str] | None = None,
-               sampling_rate: int | None = None, random_weights: bool = False) -> ModelInfo:
-    """The :class:`ModelInfo` of a live model (any :class:`~sta.core.contract.ClipClassifier`)."""
+               sampling_rate: int | None = None, random_weights: bool = False,
+               dataset: dict | None = None) -> ModelInfo:
+    """The :class:`ModelInfo` of a live model (any :class:`~sta.core.contract.ClipClassifier`).
+
+    The token counts are the ones the model's own method keeps (a meta forward, as for its FLOPs), not STA's
+    arithmetic: ``evs-q`` and ``rlt`` keep other counts at the same r."""
     from sta.measure.flops import flops_report
 
     cfg = model.cfg
     grid = {key: getattr(cfg, key) for key in GRID_FIELDS}
+    report = flops_report(model)
     return ModelInfo(model=name, r=model.r, method=model.method, num_frames=cfg.num_frames,
-                     img_size=cfg.img_size, num_classes=cfg.num_classes,
-                     tokens_per_stage=list(tokens_after_stages(cfg.num_slices, cfg.tokens_per_slice, model.r)),
-                     gflops_per_view=flops_report(model).gflops, mean=list(cfg.mean), std=list(cfg.std),
-                     class_names=class_names, sampling_rate=sampling_rate, grid=grid, random_weights=random_weights)
+                     img_size=cfg.img_size, num_classes=cfg.num_classes, tokens_per_stage=list(report.tokens),
+                     gflops_per_view=report.gflops, mean=list(cfg.mean), std=list(cfg.std),
+                     class_names=class_names, sampling_rate=sampling_rate, grid=grid, random_weights=random_weights,
+                     dataset=dataset)
 
 
 # ------------------------------------------------------------------------------------------------ reading

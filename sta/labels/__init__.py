@@ -20,15 +20,18 @@ from sta.data.datasets import dataset
 from sta.errors import InvalidInput
 
 HERE = Path(__file__).resolve().parent
-DATASETS = tuple(entry.labels for entry in _DATASETS.values())  # the class-name files that ship here
+DATASETS = tuple(entry.labels for entry in _DATASETS.values() if entry.labels)  # the class-name files that ship here
 
 
 def canonical_name(name: str) -> str:
     """``"Kinetics-400"`` / ``"k400"`` / ``"kinetics400"`` -> ``"kinetics400"``; ``ValueError`` if unknown."""
     try:
-        return dataset(name).labels
+        names = dataset(name).labels
     except InvalidInput:
-        raise InvalidInput(f"no class names for {name!r}; known: {', '.join(DATASETS)}") from None
+        names = ""
+    if not names:  # unknown, or `custom`: its names are the user's
+        raise InvalidInput(f"no class names ship for {name!r}; known: {', '.join(DATASETS)}")
+    return names
 
 
 @cache
@@ -38,12 +41,13 @@ def _read(name: str) -> tuple[str, ...]:
 
 
 def load(name: str) -> list[str]:
-    """Class names of ``name`` (``kinetics400``, ``kinetics710``, ``ssv2`` or an alias), index = class id."""
+    """Class names of ``name`` (``kinetics400``, ``kinetics710``, ``ssv2``, ``ucf101``, ``hmdb51`` or an alias),
+    index = class id."""
     return list(_read(canonical_name(name)))
 
 
 def for_num_classes(num_classes: int) -> list[str] | None:
-    """The shipped names whose class count is ``num_classes`` (400, 710, 174), else None."""
+    """The shipped names whose class count is ``num_classes`` (400, 710, 174, 101, 51), else None."""
     for name in DATASETS:
         if len(_read(name)) == num_classes:
             return list(_read(name))

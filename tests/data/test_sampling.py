@@ -380,3 +380,24 @@ def test_view_counts_are_bounded_before_anything_is_read(segments, crops, param)
     with pytest.raises(ValueError, match="at most 100 segments and 10 crops") as err:
         ViewProtocol("kinetics", num_segments=segments, num_crops=crops)
     assert err.value.param == param
+
+
+# The loader the release's datasets.py builds for each --data_set: UCF101 and HMDB51 use the Kinetics one.
+RELEASE_LOADER = {"Kinetics-400": "kinetics", "Kinetics-710": "kinetics", "SSV2": "ssv2", "UCF101": "kinetics",
+                  "HMDB51": "kinetics"}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASE_LOADER) + ["custom", "custom/ssv2"])
+def test_every_dataset_takes_the_views_of_the_release_loader(name: str) -> None:
+    from sta.data.datasets import DATASETS, with_protocol
+
+    base, _, protocol = name.partition("/")
+    entry = with_protocol(DATASETS[base], protocol or None)
+    loader = RELEASE_LOADER.get(name, protocol or "kinetics")  # custom: Kinetics' unless --protocol ssv2
+    frames = _random_video(57, 40, 52, seed=len(name))
+    views = ViewProtocol.for_dataset(entry.protocol, num_frames=8, sampling_rate=3, crop_size=32)
+    expected = release_views(frames, loader, short_side=32, clip_len=8, rate=3, segments=views.num_segments,
+                             crops=views.num_crops)
+    ours = make_test_views(frames, views)
+    assert [(v.segment, v.crop) for v in ours] == list(expected)
+    assert all(torch.equal(view.clip, expected[(view.segment, view.crop)]) for view in ours)
