@@ -30,13 +30,15 @@ import torch
 from sta.core.contract import ClipClassifier
 from sta.core.methods import METHODS, Needs, check_method_use
 from sta.core.schedule import R, RSpec, normalize_r
+from sta.data.datasets import CUSTOM
+from sta.data.proxies import DEFAULT_PROXY
 from sta.deploy.metadata import ModelInfo, model_info
 from sta.deploy.runners import Runner, open_exported
 from sta.errors import InvalidInput
 from sta.measure.gradnorm import oracle_scorer
-from sta.models.bundled import CLASS_NAMES as BUNDLED_CLASS_NAMES
 from sta.models.bundled import SAMPLING_RATE as BUNDLED_SAMPLING_RATE
 from sta.models.bundled import bundled_model_available, load_bundled_model
+from sta.models.bundled import class_names as bundled_class_names
 from sta.models.checkpoint import load_weights
 from sta.models.vit import create_model
 
@@ -65,6 +67,7 @@ class ModelRequest:
     allow_unsafe: bool = False  # unpickle checkpoints that need arbitrary code
     dataset_classes: int | None = None  # the dataset's class count: a release head's size when num_classes is not given
     verify: bool = True  # check an exported file's digest (False: the user edited the graph on purpose)
+    proxy: str | None = None  # which bundled model, "easy" or "hard" (None: DEFAULT_PROXY), when nothing else is named
 
     @property
     def source(self) -> str:
@@ -110,6 +113,7 @@ class LoadedModel:
     random_weights: bool = False
     sampling_rate: int | None = None  # frame stride the model expects, when it is not the release's
     notes: list[str] = field(default_factory=list)  # what was decided for the user (a budget's r), to show them
+    proxy: str | None = None  # the bundled model's task ("easy" / "hard"); None for any other model
 
 
 @dataclass
@@ -122,6 +126,7 @@ class Prepared:
     bundled: bool = False
     random_weights: bool = False
     notes: list[str] = field(default_factory=list)
+    proxy: str | None = None  # the bundled model's task, as in LoadedModel
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
@@ -135,6 +140,9 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
 def check_request(request: ModelRequest, pruning: PruningRequest | None = None, allow_bundled: bool = False) -> str:
     """The request's source, once the options it decides itself are refused (``InvalidInput`` naming them)."""
     source = request.source
+    if request.proxy is not None and source != "bundled":
+        raise InvalidInput(f"`proxy` picks a bundled model, and a model is named ({source}): drop `proxy` or the "
+                           "model options", param="proxy")
     if source == "exported":
         fixed = request.given((*CLIP_OPTIONS, "hf_model")) + (pruning.given if pruning else [])
         if fixed:
@@ -143,7 +151,8 @@ def check_request(request: ModelRequest, pruning: PruningRequest | None = None, 
     elif source == "hf" and (fixed := request.given()):
         raise InvalidInput(f"`hf_model` takes frames, size, classes and weights from its config: drop {_spell(fixed)}",
                            param=fixed[0])
-    elif source == "bundled" and allow_bundled and bundled_model_available() and (fixed := request.given()):
+    elif (source == "bundled" and allow_bundled and bundled_model_available(request.proxy or DEFAULT_PROXY)
+          and (fixed := request.given())):
         raise InvalidInput(f"the bundled demo model has its own frames, size and classes: drop {_spell(fixed)} "
                            "(or name a model with `model` / `hf_model`)", param=fixed[0])
     return source
@@ -176,10 +185,13 @@ def load_model(request: ModelRequest, pruning: PruningRequest | None = None, def
     if source == "exported":
         raise InvalidInput("an exported file runs through `open_runner`, not as a live model", param="exported")
     pruning = pruning or PruningRequest()
-    if source == "bundled" and allow_bundled and bundled_model_available():
-        loaded = LoadedModel(load_bundled_model(), "bundled proxy model", dict(name="bundled proxy model"),
-                             list(BUNDLED_CLASS_NAMES), bundled=True, sampling_rate=BUNDLED_SAMPLING_RATE,
-                             notes=["no model given: using the bundled demo model (synthetic proxy task)"])
+    proxy = request.proxy or DEFAULT_PROXY
+    if source == "bundled" and allow_bundled and bundled_model_available(proxy):
+        name = f"bundled proxy model ({proxy})"
+        loaded = LoadedModel(load_bundled_model(proxy=proxy), name, dict(name=name, proxy=proxy),
+                             list(bundled_class_names(proxy)), bundled=True, sampling_rate=BUNDLED_SAMPLING_RATE,
+                             notes=[f"no model given: using the bundled demo model ({proxy} synthetic proxy task)"],
+                             proxy=proxy)
         default_r = bundled_r if default_r is not None else None
     elif source == "hf":
         loaded = _load_hf(request.hf_model)
@@ -223,7 +235,7 @@ def open_runner(request: ModelRequest, pruning: PruningRequest | None = None, ba
     info = model_info(loaded.model, loaded.name, loaded.class_names, sampling_rate=loaded.sampling_rate,
                       random_weights=loaded.random_weights)
     runner = runner_for(loaded.model, info, backend or "torch", dtype, device, compile)
-    return Prepared(runner, info, loaded.desc, loaded.bundled, loaded.random_weights, loaded.notes)
+    return Prepared(runner, info, loaded.desc, loaded.bundled, loaded.random_weights, loaded.notes, loaded.proxy)
 
 
 def pick_r(model: ClipClassifier, pruning: PruningRequest, default: RSpec = 0) -> tuple[R, str | None]:
@@ -250,7 +262,8 @@ def sampling_rate(given: int | None, model: ModelInfo | LoadedModel) -> int:
 def class_names(num_classes: int, labels_file: str | None = None, hf_model: str | None = None,
                 dataset: str | None = None, carried: list[str] | None = None) -> list[str] | None:
     """Names for the classes: a labels file, else those the model carries (an exported file, the bundled model, an HF
-    directory's ``id2label``), else the dataset's shipped names when the count fits, else any shipped set that fits."""
+    directory's ``id2label``), else the dataset's shipped names when the count fits (``custom``: ``class_N``), else
+    any shipped set that fits."""
     from sta import labels
 
     if labels_file is not None:
@@ -269,6 +282,8 @@ def class_names(num_classes: int, labels_file: str | None = None, hf_model: str 
         names = read_class_names(hf_model)
         if names and len(names) == num_classes:
             return names
+    if dataset == CUSTOM:  # one's own classes, named by no file: numbered
+        return [f"class_{i}" for i in range(num_classes)]
     if dataset is not None and len(names := labels.load(dataset)) == num_classes:
         return names
     return labels.for_num_classes(num_classes)

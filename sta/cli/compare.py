@@ -19,7 +19,8 @@ from sta.cli.options import (
 from sta.cli.output import print_notes
 from sta.core.methods import METHODS
 from sta.data import ViewProtocol, read_list_file
-from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED, PROXY_TASK, make_clips
+from sta.data.proxies import make_clips
+from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED
 from sta.errors import InvalidInput, RunFailed
 from sta.evaluate import compare
 from sta.evaluate.run import EvalSettings
@@ -38,7 +39,7 @@ DESCRIPTION = ("Sets each method to the r nearest each budget (a fraction of the
 
 
 def add_arguments(p) -> None:
-    add_model_args(p, weights=True)
+    add_model_args(p, weights=True, proxy=True)
     g = p.add_argument_group("methods and budgets")
     g.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
     budget = g.add_mutually_exclusive_group()
@@ -104,7 +105,7 @@ def score(args, loaded, configs):
         if not loaded.bundled:
             raise InvalidInput("give the videos: --data-path (a folder with test.csv / val.csv); without a model and "
                                "data, the bundled model runs on its synthetic clips")
-        clips, labels = make_clips(PROXY_TASK, args.clips or HELD_OUT_CLIPS, seed=HELD_OUT_SEED, split="test")
+        clips, labels = make_clips(loaded.proxy, args.clips or HELD_OUT_CLIPS, seed=HELD_OUT_SEED, split="test")
         return compare.score_clips(loaded.model, configs, clips, labels, args.batch_size), []
     if args.clips is not None:
         raise InvalidInput("--clips counts the bundled model's synthetic clips; with --data-path every video is used")

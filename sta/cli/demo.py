@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 
-from sta.cli.options import add_budget_args, non_negative_int, parse_r, positive_int
+from sta.cli.options import add_budget_args, add_proxy_arg, non_negative_int, parse_r, positive_int
 from sta.cli.output import print_notes
 from sta.core.methods import METHODS
+from sta.data.proxies import DEFAULT_PROXY
 from sta.demo.run import DEMO_METHODS, DEMO_RS, run_demo, write_outputs
 from sta.evaluate.compare import table
 from sta.factory import PruningRequest, pick_r
@@ -22,6 +23,7 @@ DESCRIPTION = ("Runs the ViT that ships with sta-prune (trained on a synthetic 1
 
 
 def add_arguments(p) -> None:
+    add_proxy_arg(p)
     p.add_argument("--method", nargs="+", choices=sorted(METHODS), help=f"methods to compare (default: "
                    f"{' '.join(DEMO_METHODS)}: those that prune at STA's stages with its token counts)")
     p.add_argument("--r", type=parse_r, nargs="+",
@@ -37,12 +39,13 @@ def run(args) -> None:
     rs = tuple(args.r) if args.r else DEMO_RS
     budget = PruningRequest(flops_reduction=args.flops_reduction, keep_ratio=args.keep_ratio)
     if budget.given:
-        r, note = pick_r(load_bundled_model(), budget)
+        r, note = pick_r(load_bundled_model(proxy=args.proxy or DEFAULT_PROXY), budget)
         print_notes(NAME, [note])
         rs = (r,)
     print("sta demo: the bundled ViT trained on the synthetic proxy task (see README); every method keeps the same "
           "number of tokens for a given r (`sta compare` matches GFLOPs budgets instead)", file=sys.stderr)
-    result = run_demo(methods=args.method, rs=rs, num_clips=args.clips, timing_rounds=args.timing_rounds)
+    result = run_demo(methods=args.method, rs=rs, num_clips=args.clips, timing_rounds=args.timing_rounds,
+                      proxy=args.proxy or DEFAULT_PROXY)
     print(table(result))
     for key, path in write_outputs(result, args.out).items():
         print(f"  {key:<6}{path}")

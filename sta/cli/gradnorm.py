@@ -36,7 +36,7 @@ DEFAULT_RS = (32, 64, 96)  # a sixth, a third and a half of a ViT-B group (196 t
 
 
 def add_arguments(p) -> None:
-    add_model_args(p, weights=True)
+    add_model_args(p, weights=True, proxy=True)
     g = p.add_argument_group("pruning")
     g.add_argument("--method", nargs="+", choices=sorted(METHODS), help="methods to compare (default: all)")
     g.add_argument("--r", type=parse_r, nargs="+", help="tokens dropped per group; several values sweep "
@@ -108,7 +108,7 @@ def clip_source(args, loaded):
         if args.sampling_rate or args.data_set is not None:
             raise InvalidInput("the proxy clips are generated, not sampled: drop --sampling-rate / --data-set, or "
                                "give videos with --folder / --data-path")
-        return proxy_source(args.clips)
+        return proxy_source(args.clips, task=loaded.proxy)
     views = clip_views(loaded.model, dataset_of(args).protocol, sampling_rate(args.sampling_rate, loaded))
     if args.folder:
         return folder_source(args.folder, views)

@@ -9,7 +9,8 @@ import torch
 from sta.cli.output import print_notes
 from sta.core import schedule
 from sta.core.methods import METHODS
-from sta.data.datasets import DATASETS, Dataset
+from sta.data.datasets import CUSTOM, DATASETS, Dataset, with_protocol
+from sta.data.proxies import DEFAULT_PROXY, PROXY_NAMES
 from sta.deploy.runners import BACKENDS
 from sta.factory import RELEASE_DEFAULTS, ModelRequest, PruningRequest, pick_r
 from sta.models.vit import MODEL_CONFIGS
@@ -76,9 +77,12 @@ def parse_views(text: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- groups
 
 
-def add_model_args(p: argparse.ArgumentParser, weights: bool) -> None:
-    """Which model: a release size (+ checkpoint), or a Hugging Face directory."""
+def add_model_args(p: argparse.ArgumentParser, weights: bool, proxy: bool = False) -> None:
+    """Which model: a release size (+ checkpoint), or a Hugging Face directory; ``proxy``: the command falls back to
+    a bundled model, and --proxy picks which."""
     g = p.add_argument_group("model")
+    if proxy:
+        add_proxy_arg(g)
     g.add_argument("--model", choices=sorted(MODEL_CONFIGS),
                    help=f"VideoMAE size (default: {RELEASE_DEFAULTS['model']}; vis, predict, export and gradnorm use "
                    "the bundled demo model when no model option is given)")
@@ -96,6 +100,12 @@ def add_model_args(p: argparse.ArgumentParser, weights: bool) -> None:
     g.add_argument("--tubelet-size", "--tubelet_size", type=positive_int, help="frames per token (default: 2)")
     g.add_argument("--nb-classes", "--nb_classes", type=positive_int,
                    help="classifier outputs (default: the dataset's, else 400)")
+
+
+def add_proxy_arg(g) -> None:
+    g.add_argument("--proxy", choices=PROXY_NAMES, help="with no model named: which bundled model and synthetic task "
+                   f"(easy: large colour-coded shapes; hard: small handwritten digits among clutter, seen for a few "
+                   f"frames) (default: {DEFAULT_PROXY})")
 
 
 def add_pruning_args(p: argparse.ArgumentParser, sweep: bool, default_r: str = "0") -> None:
@@ -140,12 +150,16 @@ def add_run_args(g, workers: int, json_help: str) -> None:
 
 
 def add_dataset_arg(p, help: str) -> None:
-    p.add_argument("--data-set", "--data_set", choices=sorted(DATASETS), help=f"{help} (default: {DEFAULT_DATASET})")
+    p.add_argument("--data-set", "--data_set", choices=sorted(DATASETS), help=f"{help}; {CUSTOM}: a dataset of your "
+                   f"own classes (the model's class count, names from --labels, else class_N) (default: "
+                   f"{DEFAULT_DATASET})")
+    p.add_argument("--protocol", choices=("kinetics", "ssv2"), help=f"with --data-set {CUSTOM}: sample frames as "
+                   "Kinetics does (every n-th frame, the default) or spread segments over the video as SSv2 does")
 
 
 def dataset_of(args: argparse.Namespace) -> Dataset:
-    """The --data-set row, or the default's (Kinetics-400) when none was named."""
-    return DATASETS[getattr(args, "data_set", None) or DEFAULT_DATASET]
+    """The --data-set row (with --protocol for `custom`), or the default's (Kinetics-400) when none was named."""
+    return with_protocol(DATASETS[getattr(args, "data_set", None) or DEFAULT_DATASET], getattr(args, "protocol", None))
 
 
 def add_sampling_args(p, data_set: bool = True, sampling_rate: bool = True) -> None:
@@ -182,7 +196,8 @@ def model_request(args: argparse.Namespace) -> ModelRequest:
                         exported=get("exported"), num_frames=get("num_frames"), img_size=get("input_size"),
                         tubelet_size=get("tubelet_size"), num_classes=get("nb_classes"),
                         allow_unsafe=bool(get("allow_unsafe_checkpoint")), verify=not get("skip_verify"),
-                        dataset_classes=DATASETS[data_set].num_classes if data_set else None)
+                        dataset_classes=DATASETS[data_set].num_classes or None if data_set else None,
+                        proxy=get("proxy"))
 
 
 def swept_rs(args: argparse.Namespace, model, pruning: PruningRequest) -> list:

@@ -34,7 +34,7 @@ BUNDLED_R = 16  # the bundled model's groups hold 64 tokens
 
 def add_arguments(p) -> None:
     p.add_argument("videos", nargs="+", help="video files, folders (every video inside) or glob patterns")
-    add_model_args(p, weights=True)
+    add_model_args(p, weights=True, proxy=True)
     add_pruning_args(p, sweep=False, default_r=f"0 ({BUNDLED_R} for the bundled model)")
     g = p.add_argument_group("views and names")
     add_sampling_args(g)

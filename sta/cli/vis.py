@@ -27,7 +27,7 @@ DEFAULT_R, BUNDLED_R = 64, 16  # a third of a ViT-B group (196 tokens); a quarte
 
 def add_arguments(p) -> None:
     p.add_argument("video", help="a video file")
-    add_model_args(p, weights=True)
+    add_model_args(p, weights=True, proxy=True)
     add_pruning_args(p, sweep=False, default_r=f"{DEFAULT_R} ({BUNDLED_R} for the bundled model)")
     add_sampling_args(p)
     p.add_argument("--out", default="sta_vis", help="output folder")

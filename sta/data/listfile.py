@@ -81,7 +81,7 @@ def read_list_file(
     are relative to; with ``None`` a relative path is kept as written (the
     release opens it relative to the current directory), unless it is not there
     but next to the list file (a list written with its videos, as
-    :func:`sta.data.synthetic.write_videos` writes one). ``num_classes``: if
+    :func:`sta.data.proxies.write_videos` writes one). ``num_classes``: if
     given, labels must be ``< num_classes``. Returns one ``VideoEntry`` per
     video line.
 

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from sta.core.contract import IMAGENET_MEAN, IMAGENET_STD
-from sta.data.sampling import to_uint8_frames
 from sta.errors import InvalidInput
 
 SHAPES = ("square", "disc", "triangle")
@@ -86,6 +84,13 @@ class ProxyTask:
     @property
     def num_classes(self) -> int:
         return len(SHAPES) * len(DIRECTIONS)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES
+
+    def make_clips(self, num_clips: int, seed: int, split: str = "train") -> tuple[Tensor, Tensor]:
+        return make_clips(self, num_clips, seed, split)
 
 
 PROXY_TASK = ProxyTask()
@@ -172,8 +177,10 @@ def _wrapped_offsets(centre: Tensor, coords: Tensor, size: int) -> Tensor:
     return torch.remainder(d + size / 2, size) - size / 2
 
 
-def _background(gen: torch.Generator, task: ProxyTask, B: int, coords: Tensor, t: Tensor) -> Tensor:
-    """Sum of oriented gratings, panned by (pan_x, pan_y) per frame: ``B x 3 x T x H x W``.
+def _background(gen: torch.Generator, task: ProxyTask, B: int, coords: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum of oriented gratings, panned by (pan_x, pan_y) per frame: ``B x 3 x T x H x W``, and the pan (``B x 2``).
+
+    The texture moves on screen by ``pan`` pixels per frame (zero in static clips).
 
     Draws from ``gen`` in a fixed order: the clips (and the bundled model's accuracy on them) depend on it.
     """
@@ -198,7 +205,7 @@ def _background(gen: torch.Generator, task: ProxyTask, B: int, coords: Tensor, t
     ex = torch.polar(one, fx[:, :, None] * coords)  # B x K x W
     cty = torch.einsum("bkc,bkt,bky->bctyk", tint.to(torch.complex64), et, ey).reshape(B, 3 * T * S, K)
     texture = torch.bmm(cty, ex).imag.reshape(B, 3, T, S, S)
-    return base[:, :, None, None, None] + texture
+    return base[:, :, None, None, None] + texture, pan
 
 
 def make_clips(task: ProxyTask, num_clips: int, seed: int, split: str = "train") -> tuple[Tensor, Tensor]:
@@ -228,7 +235,7 @@ def make_clips(task: ProxyTask, num_clips: int, seed: int, split: str = "train")
     coords = torch.arange(S, dtype=torch.float32) + 0.5  # pixel centres
     t = torch.arange(T, dtype=torch.float32) - (T - 1) / 2  # time around the clip's middle
 
-    frames = _background(gen, task, B, coords, t)  # B x 3 x T x H x W
+    frames, _ = _background(gen, task, B, coords, t)  # B x 3 x T x H x W
 
     # Distractor (drawn first, so the target passes over it).
     d_shape = torch.randint(len(SHAPES), (B,), generator=gen)
@@ -262,33 +269,3 @@ def make_clips(task: ProxyTask, num_clips: int, seed: int, split: str = "train")
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None, None]
     return frames.sub_(mean).div_(std), labels
-
-
-def write_videos(folder: str | Path, num_clips: int, seed: int = 1234, task: ProxyTask | None = None,
-                 fps: int = 8) -> list[Path]:
-    """Held-out proxy clips as video files (``<index>_<class name>.mp4``), to try `sta predict` / `sta eval` on.
-
-    Encoded as lossless H.264 in 4:4:4 (no colour subsampling), so decoding gives
-    back the generated frames up to rounding. Every frame is a clip frame, so
-    sample them with ``--sampling-rate 1`` (16 frames of 16). Also writes
-    ``test.csv`` (``path label`` lines) for `sta eval --data-path folder`.
-    """
-    import av
-
-    task = task or PROXY_TASK
-    clips, labels = make_clips(task, num_clips, seed=seed, split="test")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (clip, label) in enumerate(zip(clips, labels.tolist())):
-        frames = to_uint8_frames(clip)
-        path = folder / f"{i:03d}_{CLASS_NAMES[label]}.mp4"
-        with av.open(str(path), "w") as container:
-            stream = container.add_stream("libx264", rate=fps, options={"crf": "0", "preset": "ultrafast"})
-            stream.height, stream.width, stream.pix_fmt = task.size, task.size, "yuv444p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        paths.append(path)
-    (folder / "test.csv").write_text("".join(f"{p.name} {label}\n" for p, label in zip(paths, labels.tolist())))
-    return paths

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sta.core.schedule import RSpec
-from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED, PROXY_TASK, make_clips
+from sta.data.proxies import DEFAULT_PROXY, make_clips
+from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED
 from sta.errors import RunFailed
 from sta.evaluate import compare
 from sta.models.bundled import load_bundled_model
@@ -31,17 +32,19 @@ DEMO_CLIPS = HELD_OUT_CLIPS  # 20 per class
 
 
 def run_demo(methods: list[str] | None = None, rs: tuple[RSpec, ...] = DEMO_RS, num_clips: int = DEMO_CLIPS,
-             seed: int = DEMO_SEED, batch_size: int = 16, timing_rounds: int = 3) -> compare.Comparison:
-    """Every method at every r (and the unpruned model) on the held-out clips, as a :class:`Comparison`.
+             seed: int = DEMO_SEED, batch_size: int = 16, timing_rounds: int = 3,
+             proxy: str = DEFAULT_PROXY) -> compare.Comparison:
+    """Every method at every r (and the unpruned model) on the held-out clips of the bundled model of ``proxy``
+    (``"easy"`` / ``"hard"``), as a :class:`Comparison`.
 
     A (method, r) the method cannot run (ToMe beyond half a group) is in ``not_run`` with the reason.
     """
-    model = load_bundled_model()
+    model = load_bundled_model(proxy=proxy)
     configs, not_run = compare.plan(model, methods or list(DEMO_METHODS), rs=rs)
     if len(configs) < 2:  # said before any clip is made
         raise RunFailed("no (method, r) can run on the bundled model: "
                         + "; ".join(f"{m} at {where}: {why}" for m, where, why in not_run))
-    clips, labels = make_clips(PROXY_TASK, num_clips, seed=seed, split="test")
+    clips, labels = make_clips(proxy, num_clips, seed=seed, split="test")
     result = compare.Comparison(compare.tabulate(compare.score_clips(model, configs, clips, labels, batch_size)),
                                 not_run)
     if timing_rounds:
@@ -66,7 +69,7 @@ def write_outputs(result: compare.Comparison, out_dir: str | Path) -> dict[str, 
         points += [dict(method=method, top1=b.top1, gflops_per_view=b.config.gflops) for b in base]
     try:
         files["plot"] = plot_accuracy_vs_gflops(points, Path(out_dir) / "compare.png",
-                                                title="Proxy task (synthetic): top-1 vs GFLOPs per clip")
+                                                title="Proxy task (synthetic): top-1 vs GFLOPs per view")
     except ImportError:  # matplotlib is an extra
         pass
     return files

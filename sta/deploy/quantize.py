@@ -154,21 +154,24 @@ class _Tally:
                           self.max_diff, float_top1, int8_top1)
 
 
-def proxy_calibration(n: int = DEFAULT_CALIBRATION_CLIPS) -> Clips:
-    """Calibration clips of the bundled model's proxy task: ``n`` of its training stream (never its test clips)."""
-    from sta.data.synthetic import PROXY_TASK, make_clips
+def proxy_calibration(n: int = DEFAULT_CALIBRATION_CLIPS, task: str | None = None) -> Clips:
+    """Calibration clips of a bundled model's proxy task (``task``: ``"easy"`` / ``"hard"``, default the default
+    proxy): ``n`` of its training stream (never its test clips)."""
+    from sta.data.proxies import DEFAULT_PROXY, make_clips
 
-    clips, _ = make_clips(PROXY_TASK, n, seed=CALIBRATION_SEED, split="train")
-    return Clips(f"proxy task train clips (seed {CALIBRATION_SEED})", [clips], n)
+    task = task or DEFAULT_PROXY
+    clips, _ = make_clips(task, n, seed=CALIBRATION_SEED, split="train")
+    return Clips(f"{task} proxy task train clips (seed {CALIBRATION_SEED})", [clips], n)
 
 
-def proxy_guard(n: int | None = None) -> Clips:
-    """The guard's clips for the bundled model: the held-out test clips `sta demo` scores, labelled."""
-    from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED, PROXY_TASK, make_clips
+def proxy_guard(n: int | None = None, task: str | None = None) -> Clips:
+    """The guard's clips for a bundled model: the held-out test clips `sta demo` scores, labelled."""
+    from sta.data.proxies import DEFAULT_PROXY, make_clips
+    from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED
 
-    n = n or HELD_OUT_CLIPS
-    clips, labels = make_clips(PROXY_TASK, n, seed=HELD_OUT_SEED, split="test")
-    return Clips(f"proxy task held-out test clips (seed {HELD_OUT_SEED})", [clips], n, labels)
+    n, task = n or HELD_OUT_CLIPS, task or DEFAULT_PROXY
+    clips, labels = make_clips(task, n, seed=HELD_OUT_SEED, split="test")
+    return Clips(f"{task} proxy task held-out test clips (seed {HELD_OUT_SEED})", [clips], n, labels)
 
 
 def random_calibration(model: nn.Module, n: int = 8, seed: int = 0) -> Clips:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from torch import nn
 
 from sta.data import read_list_file
-from sta.data.synthetic import PROXY_TASK
+from sta.data.proxies import DEFAULT_PROXY, get_task
 from sta.deploy.quantize import Clips, proxy_calibration, proxy_guard, random_calibration
 from sta.errors import InvalidInput
 from sta.evaluate.sources import LazyClips, clip_views, folder_source, list_file_source
@@ -25,22 +25,23 @@ GUARD_RANDOM_CLIPS = 32  # the guard's last resort when no video is left over
 PROXY = "proxy"
 
 
-def calibration_sets(model: nn.Module, spec: str | None, n: int, bundled: bool = False, protocol: str = "kinetics",
+def calibration_sets(model: nn.Module, spec: str | None, n: int, proxy: str | None = None, protocol: str = "kinetics",
                      sampling_rate: int = 4, data_root: str | None = None,
                      report: Callable[[str], None] = lambda _: None) -> tuple[Clips, Clips]:
     """``(calibration, guard)`` clips for ``model`` from ``spec``: a list file, a folder of videos or ``proxy``
-    (the default for the ``bundled`` model). ``report`` hears of skipped videos and of a guard on random clips."""
-    spec = spec or (PROXY if bundled else None)
+    (the default for a bundled model, whose task ``proxy`` names: ``"easy"`` / ``"hard"``; ``proxy`` also picks the
+    task of a ``proxy`` spec). ``report`` hears of skipped videos and of a guard on random clips."""
+    spec = spec or (PROXY if proxy else None)
     if spec is None:
         raise InvalidInput("an int8 graph needs calibration videos: `calibration` LIST_FILE, a folder of videos, "
                            "or proxy (clips of the bundled model's task)", param="calibration")
     if spec == PROXY:
-        cfg = model.cfg
-        if (cfg.num_frames, cfg.img_size, cfg.in_chans) != (PROXY_TASK.num_frames, PROXY_TASK.size, 3):
-            raise InvalidInput(f"`calibration` proxy gives {PROXY_TASK.num_frames} x {PROXY_TASK.size}px clips; "
+        cfg, task = model.cfg, get_task(proxy or DEFAULT_PROXY)
+        if (cfg.num_frames, cfg.img_size, cfg.in_chans) != (task.num_frames, task.size, 3):
+            raise InvalidInput(f"`calibration` proxy gives {task.num_frames} x {task.size}px clips; "
                                f"this model takes {cfg.num_frames} x {cfg.img_size}px: give it videos",
                                param="calibration")
-        return proxy_calibration(n), proxy_guard()
+        return proxy_calibration(n, proxy), proxy_guard(task=proxy)
     views = clip_views(model, protocol, sampling_rate)
     if os.path.isdir(spec):
         source = folder_source(spec, views)

@@ -14,7 +14,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from sta.data import VideoDecodeError, VideoEntry, ViewProtocol, read_test_views
-from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED, PROXY_TASK, make_clips
+from sta.data.proxies import DEFAULT_PROXY, make_clips
+from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED
 from sta.errors import InvalidInput
 from sta.evaluate.predict import expand_inputs
 from sta.measure.gradnorm import GradNormClip, SkippedInput
@@ -94,12 +95,13 @@ def folder_source(path: str | os.PathLike, views: ViewProtocol) -> LazyClips:
 def proxy_source(n: int | None = None, seed: int | None = None, task=None) -> LazyClips:
     """The bundled proxy task's held-out test clips: ``make_clips(task, n, seed, "test")``, labelled.
 
-    Defaults: ``n = HELD_OUT_CLIPS`` (240), ``seed = HELD_OUT_SEED``, ``task = PROXY_TASK``: the clips ``sta demo``
+    Defaults: ``n = HELD_OUT_CLIPS`` (240), ``seed = HELD_OUT_SEED``, ``task = DEFAULT_PROXY`` (a name or a task):
+    the clips ``sta demo``
     scores. Each clip is ``3 x 16 x 64 x 64``; all ``n`` are generated together on first use (they depend on ``n``).
     """
     n = HELD_OUT_CLIPS if n is None else n
     seed = HELD_OUT_SEED if seed is None else seed
-    task = PROXY_TASK if task is None else task
+    task = DEFAULT_PROXY if task is None else task
     if n < 1:
         raise InvalidInput(f"need at least one clip, got n={n}")
     made: list[tuple[Tensor, Tensor]] = []  # generated once, at the first clip read

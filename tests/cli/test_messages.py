@@ -39,7 +39,7 @@ def test_the_bundled_model_says_it_only_knows_its_task(sample_videos, capsys):
 
 
 def test_eval_says_what_it_resumed(tmp_path, capsys):
-    from sta.data.synthetic import write_videos
+    from sta.data.proxies import write_videos
 
     write_videos(tmp_path / "v", 2)
     argv = ["eval", "--data-path", str(tmp_path / "v"), "--model", "vit_small_patch16_224", "--input-size", "32",

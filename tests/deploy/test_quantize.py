@@ -135,7 +135,7 @@ def test_heavy_nodes_are_layer_matmuls_and_bench_says_speed_only(tiny, tiny_info
 
 def test_calibration_from_videos_holds_the_next_ones_out_for_the_guard(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from sta.data.synthetic import write_videos
+    from sta.data.proxies import write_videos
 
     write_videos(tmp_path / "videos", 10)
     out = tmp_path / "v_int8.onnx"

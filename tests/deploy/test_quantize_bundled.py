@@ -95,7 +95,7 @@ def test_int8_files_run_only_as_int8_and_float_files_never(proxy_int8, proxy_flo
 
 
 def test_eval_scores_an_int8_file_like_the_float_model(proxy_int8, proxy_float, tmp_path, capsys):
-    from sta.data.synthetic import write_videos
+    from sta.data.proxies import write_videos
 
     write_videos(tmp_path / "videos", 24)
     args = ["eval", "--data-path", str(tmp_path / "videos"), "--test-num-segment", "1", "--test-num-crop", "1",

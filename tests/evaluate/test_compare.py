@@ -83,7 +83,7 @@ def test_cli_on_the_bundled_model_writes_table_jsonl_and_plot(tmp_path, capsys):
 
 
 def test_cli_evaluates_each_configuration_as_sta_eval_does_and_resumes(tmp_path, capsys):
-    from sta.data.synthetic import write_videos
+    from sta.data.proxies import write_videos
 
     videos = tmp_path / "v"
     write_videos(videos, 6)

@@ -10,7 +10,8 @@ import torch
 
 from sta.cli import main
 from sta.data import ViewProtocol
-from sta.data.synthetic import CLASS_NAMES, write_videos
+from sta.data.proxies import write_videos
+from sta.data.synthetic import CLASS_NAMES
 from sta.evaluate.predict import expand_inputs, predict_videos, top_classes
 
 
