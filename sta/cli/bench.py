@@ -10,10 +10,11 @@ from sta.cli.options import (
     add_device_args,
     add_model_args,
     add_pruning_args,
+    batch_size,
+    int_between,
     model_request,
-    non_negative_int,
-    positive_int,
     pruning_request,
+    rounds,
     swept_rs,
 )
 from sta.cli.output import format_r, print_table, r_for_json
@@ -36,10 +37,10 @@ DESCRIPTION = ("Forward speed on random clips: the median of --repeats timed run
 def add_arguments(p) -> None:
     add_model_args(p, weights=False)
     add_pruning_args(p, sweep=True)
-    p.add_argument("--batch-size", "--batch_size", type=positive_int, default=1, help="clips per forward")
+    p.add_argument("--batch-size", "--batch_size", type=batch_size, default=1, help="clips per forward")
     add_device_args(p)
-    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed forwards first")
-    p.add_argument("--repeats", type=positive_int, default=5, help="timed forwards (the median is reported)")
+    p.add_argument("--warmup", type=rounds, default=2, help="untimed forwards first")
+    p.add_argument("--repeats", type=int_between(1, 1000), default=5, help="timed forwards (the median is reported)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     add_backend_args(p)
 

@@ -9,17 +9,20 @@ from sta.cli.options import (
     add_device_args,
     add_model_args,
     add_sampling_args,
+    batch_size,
+    clip_count,
+    crops,
     dataset_of,
     fraction,
     model_request,
-    non_negative_int,
     parse_r,
-    positive_int,
+    rounds,
+    segments,
+    worker_count,
 )
 from sta.cli.output import print_notes
 from sta.core.methods import METHODS
 from sta.data import ViewProtocol, read_list_file
-from sta.data.proxies import make_clips
 from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED
 from sta.errors import InvalidInput, RunFailed
 from sta.evaluate import compare
@@ -52,17 +55,17 @@ def add_arguments(p) -> None:
     g.add_argument("--split", default="test", help="list file name without .csv")
     g.add_argument("--data-root", "--data_root", help="prefix for relative paths in the list")
     add_sampling_args(g)
-    g.add_argument("--test-num-segment", "--test_num_segment", type=positive_int, help="as sta eval")
-    g.add_argument("--test-num-crop", "--test_num_crop", type=positive_int, help="as sta eval (default: 3)")
+    g.add_argument("--test-num-segment", "--test_num_segment", type=segments, help="as sta eval")
+    g.add_argument("--test-num-crop", "--test_num_crop", type=crops, help="as sta eval (default: 3)")
     g = p.add_argument_group("run")
     g.add_argument("--out", default="compare_out", help="output folder (one eval folder per configuration inside)")
-    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
-    g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=2, help="decoding processes")
-    add_device_args(g)
-    g.add_argument("--timing-rounds", type=non_negative_int, default=5, help="interleaved timing rounds (0: none)")
+    g.add_argument("--batch-size", "--batch_size", type=batch_size, default=8, help="views per forward")
+    g.add_argument("--num-workers", "--num_workers", type=worker_count, default=2, help="decoding processes")
+    add_device_args(g, int8=False)
+    g.add_argument("--timing-rounds", type=rounds, default=5, help="interleaved timing rounds (0: none)")
     g.add_argument("--gradnorm", action="store_true", help="also the share of the unpruned model's GradNorm that "
                    "each configuration's kept tokens carry (one backward per video)")
-    g.add_argument("--clips", type=positive_int, help=f"the bundled model's held-out synthetic clips, without "
+    g.add_argument("--clips", type=clip_count, help=f"the bundled model's held-out synthetic clips, without "
                    f"--data-path (default: {HELD_OUT_CLIPS})")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -80,7 +83,9 @@ def run(args) -> None:
     if found is None:  # a torchrun rank other than 0: rank 0 reports
         return
     hits, skipped = found
-    result = compare.Comparison(compare.tabulate(hits), not_run, skipped)
+    data = f"{loaded.proxy} proxy, held-out seed {HELD_OUT_SEED}" if args.data_path is None else args.data_path
+    run_settings = dict(model=loaded.name, data=data, dtype=args.dtype, device=args.device)
+    result = compare.Comparison(compare.tabulate(hits), not_run, skipped, run_settings)
     if not result.rows[0].clips:
         raise RunFailed(f"no video was scored ({len(skipped)} skipped); see {args.out}/runs/unpruned")
     if args.timing_rounds:
@@ -93,8 +98,7 @@ def run(args) -> None:
     for item in skipped:
         print(f"  skipped {item['video']}: {item['reason']}", file=sys.stderr)
     print(compare.table(result))
-    files = compare.write_outputs(result, args.out)
-    files.update(plot(result, args.out))
+    files = compare.write_outputs(result, args.out, title=f"{loaded.name}: top-1 vs GFLOPs per view, every method")
     for key, path in files.items():
         print(f"  {key:<6}{path}")
 
@@ -105,8 +109,8 @@ def score(args, loaded, configs):
         if not loaded.bundled:
             raise InvalidInput("give the videos: --data-path (a folder with test.csv / val.csv); without a model and "
                                "data, the bundled model runs on its synthetic clips")
-        clips, labels = make_clips(loaded.proxy, args.clips or HELD_OUT_CLIPS, seed=HELD_OUT_SEED, split="test")
-        return compare.score_clips(loaded.model, configs, clips, labels, args.batch_size), []
+        return compare.score_proxy(loaded.model, configs, loaded.proxy, args.clips or HELD_OUT_CLIPS,
+                                   args.batch_size, args.dtype, args.device), []
     if args.clips is not None:
         raise InvalidInput("--clips counts the bundled model's synthetic clips; with --data-path every video is used")
     cfg = loaded.model.cfg
@@ -129,23 +133,10 @@ def score(args, loaded, configs):
 def add_gradnorm(args, loaded, result) -> None:
     """Each row's share of the unpruned model's GradNorm that its kept tokens carry (one view per video)."""
     if args.data_path is None:
-        source = proxy_source(args.clips)
+        source = proxy_source(args.clips, task=loaded.proxy)
     else:
         entries = read_list_file(os.path.join(args.data_path, f"{args.split}.csv"), data_root=args.data_root,
                                  num_classes=loaded.model.cfg.num_classes)
         views = clip_views(loaded.model, dataset_of(args).protocol, sampling_rate(args.sampling_rate, loaded))
         source = list_file_source(entries, views)
     compare.add_gradnorm(loaded.model, result, source, args.batch_size, args.device, not args.no_progress)
-
-
-def plot(result, out_dir) -> dict:
-    """compare.png: top-1 vs GFLOPs, one line per method, the unpruned model as a point (needs matplotlib)."""
-    from sta.vis.plot import plot_accuracy_vs_gflops
-
-    points = [dict(method=row.config.method or "unpruned", top1=row.top1, gflops_per_view=row.config.gflops)
-              for row in result.rows if row.clips]
-    try:
-        return {"plot": plot_accuracy_vs_gflops(points, os.path.join(out_dir, "compare.png"),
-                                                title="top-1 vs GFLOPs per view, every method")}
-    except ImportError:  # matplotlib is an extra
-        return {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from sta.cli.options import add_budget_args, add_proxy_arg, non_negative_int, parse_r, positive_int
+from sta.cli.options import add_budget_args, add_proxy_arg, clip_count, parse_r, rounds
 from sta.cli.output import print_notes
 from sta.core.methods import METHODS
 from sta.data.proxies import DEFAULT_PROXY
@@ -29,9 +29,9 @@ def add_arguments(p) -> None:
     p.add_argument("--r", type=parse_r, nargs="+",
                    help="tokens dropped per group; several values sweep (default: 16 32 48,16,8 56,8,4 60,2,1)")
     add_budget_args(p)
-    p.add_argument("--clips", type=positive_int, default=240, help="held-out clips (20 per class by default)")
+    p.add_argument("--clips", type=clip_count, default=240, help="held-out clips (20 per class by default)")
     p.add_argument("--out", default="demo_out", help="output folder")
-    p.add_argument("--timing-rounds", type=non_negative_int, default=3, help="interleaved timing rounds (0: none)")
+    p.add_argument("--timing-rounds", type=rounds, default=3, help="interleaved timing rounds (0: none)")
     p.add_argument("--no-progress", action="store_true", help="accepted; the demo prints no progress bar")
 
 

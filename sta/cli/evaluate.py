@@ -12,10 +12,12 @@ from sta.cli.options import (
     add_pruning_args,
     add_run_args,
     add_sampling_args,
+    crops,
     dataset_of,
     model_request,
-    positive_int,
+    pixels,
     pruning_request,
+    segments,
 )
 from sta.cli.output import format_r, print_notes
 from sta.data import ViewProtocol, read_list_file
@@ -42,12 +44,12 @@ def add_arguments(p) -> None:
     g.add_argument("--split", default="test", help="list file name without .csv (test, val)")
     g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
     add_sampling_args(g, sampling_rate=False)
-    g.add_argument("--test-num-segment", "--test_num_segment", type=positive_int,
+    g.add_argument("--test-num-segment", "--test_num_segment", type=segments,
                    help="temporal clips per video (default: Kinetics 5, SSV2 2; SSV2 allows 1 or 2)")
-    g.add_argument("--test-num-crop", "--test_num_crop", type=positive_int, default=3,
+    g.add_argument("--test-num-crop", "--test_num_crop", type=crops, default=3,
                    help="spatial crops along the long side (1 = centre)")
     add_sampling_args(g, data_set=False)
-    g.add_argument("--short-side-size", "--short_side_size", type=positive_int,
+    g.add_argument("--short-side-size", "--short_side_size", type=pixels,
                    help="accepted for run_inference.py users; must equal the input size")
     g = p.add_argument_group("run")
     g.add_argument("--output-dir", "--output_dir", default="eval_out",

@@ -11,9 +11,9 @@ from sta.cli.options import (
     add_model_args,
     add_pruning_args,
     add_sampling_args,
+    clip_count,
     dataset_of,
     model_request,
-    positive_int,
     pruning_request,
 )
 from sta.cli.output import format_r, format_tokens, print_notes, spell_flags
@@ -54,7 +54,7 @@ def add_arguments(p) -> None:
                    "(default: by the --out suffix)")
     g.add_argument("--calibration", help="calibration videos: a VideoMAE list file (`path label` lines), a folder of "
                    "videos, or `proxy` (the bundled task's clips; the default for the bundled model)")
-    g.add_argument("--calibration-clips", type=positive_int, default=300,
+    g.add_argument("--calibration-clips", type=clip_count, default=300,
                    help="calibration clips (one view per video, as `sta eval` samples it; the next videos, up to "
                    f"{GUARD_VIDEOS}, are the guard's held-out clips)")
     g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the calibration list")

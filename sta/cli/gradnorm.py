@@ -10,10 +10,11 @@ from sta.cli.options import (
     add_device_args,
     add_model_args,
     add_sampling_args,
+    batch_size,
+    clip_count,
     dataset_of,
     model_request,
     parse_r,
-    positive_int,
 )
 from sta.cli.output import format_r, print_notes
 from sta.core.methods import METHODS
@@ -47,11 +48,11 @@ def add_arguments(p) -> None:
     g.add_argument("--data-root", "--data_root", help="prefix for relative video paths in the list")
     g.add_argument("--folder", help="instead of a list file: every video in this folder (unlabelled)")
     add_sampling_args(g)
-    g.add_argument("--clips", type=positive_int, help="held-out proxy clips, when no videos are given (default: 240)")
+    g.add_argument("--clips", type=clip_count, help="held-out proxy clips, when no videos are given (default: 240)")
     g = p.add_argument_group("run")
     g.add_argument("--target", choices=TARGETS, default="predicted",
                    help="whose logit's gradient: the unpruned model's predicted class, or the clip's label")
-    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="clips per forward/backward")
+    g.add_argument("--batch-size", "--batch_size", type=batch_size, default=8, help="clips per forward/backward")
     add_device_args(g, dtype=False)
     g.add_argument("--out", default="gradnorm_out", help="output folder")
     g.add_argument("--json", action="store_true", help="print one JSON row per (method, r) instead of a table")

@@ -36,6 +36,26 @@ def int_at_least(minimum: int):
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 
+def int_between(low: int, high: int):
+    """An integer in ``low..high``: every count a command takes is bounded, so none can ask for the impossible."""
+    at_least = int_at_least(low)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
+
+
+MAX_BATCH = 1024  # clips or views per forward (sta.evaluate.run.MAX_BATCH)
+MAX_CLIPS = 4800  # generated proxy clips, held in memory (sta.data.synthetic.MAX_CLIPS)
+batch_size, clip_count, rounds = int_between(1, MAX_BATCH), int_between(1, MAX_CLIPS), int_between(0, 1000)
+frames, pixels, worker_count = int_between(1, 4096), int_between(1, 8192), int_between(0, 256)
+segments, crops = int_between(1, 100), int_between(1, 10)  # sta.data.sampling's bounds on views per video
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)
@@ -94,11 +114,11 @@ def add_model_args(p: argparse.ArgumentParser, weights: bool, proxy: bool = Fals
     g.add_argument("--hf-model", help="local Hugging Face VideoMAE, ViViT or V-JEPA 2 classifier directory, "
                    "instead of --model" + (" and --ckpt-path" if weights else "")
                    + "; frames, size and classes come from its config")
-    g.add_argument("--num-frames", "--num_frames", type=positive_int, help="frames per clip (default: 16)")
-    g.add_argument("--input-size", "--input_size", type=positive_int,
+    g.add_argument("--num-frames", "--num_frames", type=frames, help="frames per clip (default: 16)")
+    g.add_argument("--input-size", "--input_size", type=pixels,
                    help="frame height = width fed to the model (default: 224)")
-    g.add_argument("--tubelet-size", "--tubelet_size", type=positive_int, help="frames per token (default: 2)")
-    g.add_argument("--nb-classes", "--nb_classes", type=positive_int,
+    g.add_argument("--tubelet-size", "--tubelet_size", type=int_between(1, 64), help="frames per token (default: 2)")
+    g.add_argument("--nb-classes", "--nb_classes", type=int_between(1, 100_000),
                    help="classifier outputs (default: the dataset's, else 400)")
 
 
@@ -130,9 +150,13 @@ def add_budget_args(g) -> None:
                         help="instead of --r: the smallest r leaving at most this fraction of tokens at the end")
 
 
-def add_device_args(p, dtype: bool = True) -> None:
+def add_device_args(p, dtype: bool = True, int8: bool = True) -> None:
+    """--device, and --dtype (``int8``: for the commands that run exported int8 files)."""
     p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:1, ...")
-    if dtype:
+    if dtype and not int8:
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="precision of weights and activations (STA scores in float32 whatever this is)")
+    elif dtype:
         p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "int8"],
                        help="precision of weights and activations (STA scores in float32 whatever this is); int8: "
                        "--backend openvino / onnxruntime with an --exported file `sta export --quantize int8` wrote "
@@ -141,8 +165,8 @@ def add_device_args(p, dtype: bool = True) -> None:
 
 def add_run_args(g, workers: int, json_help: str) -> None:
     """How views are decoded and run, and how results are printed (eval, predict)."""
-    g.add_argument("--batch-size", "--batch_size", type=positive_int, default=8, help="views per forward")
-    g.add_argument("--num-workers", "--num_workers", type=non_negative_int, default=workers,
+    g.add_argument("--batch-size", "--batch_size", type=batch_size, default=8, help="views per forward")
+    g.add_argument("--num-workers", "--num_workers", type=worker_count, default=workers,
                    help="decoding processes (0 = decode in the main process)")
     add_device_args(g)
     g.add_argument("--json", action="store_true", help=json_help)
@@ -167,7 +191,7 @@ def add_sampling_args(p, data_set: bool = True, sampling_rate: bool = True) -> N
     if data_set:
         add_dataset_arg(p, "frame sampling (Kinetics: every n-th frame; SSV2: segments), class count and names")
     if sampling_rate:
-        p.add_argument("--sampling-rate", "--sampling_rate", type=positive_int,
+        p.add_argument("--sampling-rate", "--sampling_rate", type=int_between(1, 1000),
                        help="Kinetics: take every n-th frame; SSV2 spreads frames over the video instead "
                        "(default: 4; 1 for the bundled demo model, whose clips are consecutive frames)")
 

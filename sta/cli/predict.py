@@ -12,9 +12,9 @@ from sta.cli.options import (
     add_run_args,
     add_sampling_args,
     dataset_of,
+    int_between,
     model_request,
     parse_views,
-    positive_int,
     pruning_request,
 )
 from sta.cli.output import format_r, format_tokens, print_notes
@@ -40,7 +40,7 @@ def add_arguments(p) -> None:
     add_sampling_args(g)
     g.add_argument("--views", type=parse_views, help="SEGMENTSxCROPS, e.g. 1x1 (default: the protocol's, 5x3 / 2x3)")
     g.add_argument("--labels", help="class names file: one per line, line i = class i")
-    g.add_argument("--top-k", type=positive_int, default=5, help="classes shown per video")
+    g.add_argument("--top-k", type=int_between(1, 1000), default=5, help="classes shown per video")
     g = p.add_argument_group("run")
     add_run_args(g, workers=0, json_help="one JSON line per video")
     add_backend_args(p)

@@ -115,9 +115,19 @@ def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -
 
 
 def tokens_after_stages(num_slices: int, tokens_per_slice: int, r: RSpec) -> tuple[int, ...]:
-    """Tokens alive after each of the three stages (r = 64, T = 8, S = 196: 1056, 800, 672)."""
+    """Tokens alive after each of the three stages (r = 64, T = 8, S = 196: 1056, 800, 672).
+
+    With r = 0 every layout keeps all its tokens (a model of 2 slices runs unpruned); a layout STA cannot group
+    (fewer than 4 slices, or a count not divisible by 4) at r > 0 is an ``InvalidInput``, as in :func:`build_stages`.
+    """
     rs = normalize_r(r)
     tokens = num_slices * tokens_per_slice
+    if not any(rs):
+        return (tokens,) * NUM_STAGES
+    if num_slices < 4 or num_slices % 4:
+        raise InvalidInput(
+            f"STA needs num_frames / tubelet_size divisible by 4 (groups of T, T/2, T/4 slices); got T={num_slices}"
+        )
     counts = []
     for k, r_k in enumerate(rs):
         groups = num_slices // 2**k

@@ -53,6 +53,12 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpe
 _NOT_VIDEO_FORMATS = frozenset({"tty"})
 
 
+def _is_still_image(format_name: str) -> bool:
+    """FFmpeg's single-image demuxers: ``png_pipe``, ``jpeg_pipe``, ``webp_pipe``, ... and ``image2`` (a GIF, which
+    can move, is its own ``gif`` format)."""
+    return format_name == "image2" or any(name.endswith("_pipe") for name in format_name.split(","))
+
+
 class VideoDecodeError(StaError, RuntimeError):
     """A video file that cannot be decoded; the message names file and reason."""
 
@@ -210,6 +216,8 @@ def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vid
             raise VideoDecodeError(
                 f"{path}: not a video: no video stream (container format {container.format.name!r})"
             )
+        if _is_still_image(container.format.name):  # a PNG or JPEG renamed .mp4 decodes as a one-frame "video"
+            raise VideoDecodeError(f"{path}: not a video: a still image (format {container.format.name!r})")
         stream = container.streams.video[0]
         # Frame + slice threading inside FFmpeg; decoding order is unchanged.
         stream.thread_type = "AUTO"

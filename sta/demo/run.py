@@ -44,32 +44,18 @@ def run_demo(methods: list[str] | None = None, rs: tuple[RSpec, ...] = DEMO_RS, 
     if len(configs) < 2:  # said before any clip is made
         raise RunFailed("no (method, r) can run on the bundled model: "
                         + "; ".join(f"{m} at {where}: {why}" for m, where, why in not_run))
-    clips, labels = make_clips(proxy, num_clips, seed=seed, split="test")
-    result = compare.Comparison(compare.tabulate(compare.score_clips(model, configs, clips, labels, batch_size)),
-                                not_run)
+    hits = compare.score_proxy(model, configs, proxy, num_clips, batch_size, seed=seed)
+    run = dict(model=f"bundled proxy model ({proxy})", data=f"{proxy} proxy, held-out seed {seed}", dtype="float32",
+               device="cpu")
+    result = compare.Comparison(compare.tabulate(hits), not_run, run=run)
     if timing_rounds:
-        ms = compare.time_configs(model, configs, clips[:batch_size], rounds=timing_rounds)
+        clips, _ = make_clips(proxy, batch_size, seed=seed, split="test")
+        ms = compare.time_configs(model, configs, clips, rounds=timing_rounds)
         for row in result.rows:
             row.ms_per_clip = ms.get(row.config)
     return result
 
 
 def write_outputs(result: compare.Comparison, out_dir: str | Path) -> dict[str, Path]:
-    """``compare.jsonl`` and ``compare.md`` (as `sta compare` writes them), and ``compare.png`` (top-1 vs GFLOPs,
-    one line per method from the unpruned model) when matplotlib is there."""
-    files = compare.write_outputs(result, out_dir)
-    try:
-        from sta.vis.plot import plot_accuracy_vs_gflops
-    except ImportError:
-        return files
-    base = [row for row in result.rows if row.config.method is None]
-    points = [dict(method=row.config.method, top1=row.top1, gflops_per_view=row.config.gflops)
-              for row in result.rows if row.config.method is not None]
-    for method in {p["method"] for p in points}:  # every curve starts at the unpruned model
-        points += [dict(method=method, top1=b.top1, gflops_per_view=b.config.gflops) for b in base]
-    try:
-        files["plot"] = plot_accuracy_vs_gflops(points, Path(out_dir) / "compare.png",
-                                                title="Proxy task (synthetic): top-1 vs GFLOPs per view")
-    except ImportError:  # matplotlib is an extra
-        pass
-    return files
+    """``compare.jsonl``, ``compare.md`` and (with matplotlib) ``compare.png``, as `sta compare` writes them."""
+    return compare.write_outputs(result, out_dir, title="bundled proxy (synthetic): top-1 vs GFLOPs per view")

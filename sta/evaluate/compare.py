@@ -28,12 +28,15 @@ from torch import nn
 from sta.core.methods import METHODS, Needs
 from sta.core.schedule import UNPRUNED, R, format_r, normalize_r
 from sta.data import VideoEntry
+from sta.data.proxies import make_clips
+from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED
 from sta.errors import RunFailed
 from sta.evaluate.run import EvalSettings, evaluate, video_hits
 from sta.measure.flops import flops_report
 from sta.measure.gradnorm import run_gradnorm
 from sta.measure.stats import mcnemar_exact, wilson_interval
 from sta.utils.device import parse_dtype, resolve_device
+from sta.utils.progress import tick
 
 DEFAULT_BUDGETS = (0.7, 0.5, 0.3)
 TOLERANCE = 0.02  # a method's setting counts for a budget when its share of the unpruned GFLOPs is this close
@@ -82,6 +85,7 @@ class Comparison:
     rows: list[Row]
     not_run: list[tuple[str, str, str]] = field(default_factory=list)  # (method, budget or r, why)
     skipped: list[dict] = field(default_factory=list)  # videos no configuration could score (the unpruned run's)
+    run: dict = field(default_factory=dict)  # how every row was measured (dtype, device, ...): in each JSONL row
 
 
 def plan(model: nn.Module, methods: Sequence[str], budgets: Sequence[float] | None = None,
@@ -159,18 +163,36 @@ def run_configs(model: nn.Module, configs: list[Config], entries: list[VideoEntr
 
 
 def score_clips(model: nn.Module, configs: list[Config], clips: torch.Tensor, labels: torch.Tensor,
-                batch_size: int = 16) -> dict[Config, Hits]:
-    """Each configuration's hits on clips already in memory (generated, not decoded: the bundled model's)."""
+                batch_size: int = 16, dtype: str = "float32", device: str = "cpu",
+                on_done: Callable[[Config, int], None] | None = None) -> dict[Config, Hits]:
+    """Each configuration's hits on clips already in memory (generated, not decoded: the bundled model's), run on
+    ``device`` in ``dtype`` (the model is moved there); ``on_done(config, i)`` after each configuration."""
     hits = {}
+    torch_device, torch_dtype = resolve_device(device), parse_dtype(dtype)
+    model = model.to(device=torch_device, dtype=torch_dtype)
     with torch.inference_mode():
-        for config in configs:
+        for i, config in enumerate(configs):
             with model.pruning(config.r, config.method or "sta"):
-                logits = torch.cat([model(clips[i : i + batch_size]) for i in range(0, len(clips), batch_size)])
+                logits = torch.cat([model(clips[j : j + batch_size].to(torch_device, torch_dtype)).float().cpu()
+                                    for j in range(0, len(clips), batch_size)])
             if not torch.isfinite(logits).all():
                 raise RunFailed(f"the model's logits are not finite (NaN or inf) at {config.name}")
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits[config] = {i: (bool(top5[i, 0] == y), bool((top5[i] == y).any())) for i, y in enumerate(labels)}
+            hits[config] = {k: (bool(top5[k, 0] == y), bool((top5[k] == y).any())) for k, y in enumerate(labels)}
+            if on_done is not None:
+                on_done(config, i)
     return hits
+
+
+def score_proxy(model: nn.Module, configs: list[Config], proxy: str, num_clips: int = HELD_OUT_CLIPS,
+                batch_size: int = 16, dtype: str = "float32", device: str = "cpu",
+                seed: int = HELD_OUT_SEED) -> dict[Config, Hits]:
+    """:func:`score_clips` on ``num_clips`` held-out clips of the bundled task ``proxy`` (``"easy"`` / ``"hard"``),
+    with one progress line per configuration (the ``sta`` logger)."""
+    clips, labels = make_clips(proxy, num_clips, seed=seed, split="test")
+    start = time.perf_counter()
+    done = lambda config, i: tick(f"{config.name}: {num_clips} clips", i + 1, len(configs), start)  # noqa: E731
+    return score_clips(model, configs, clips, labels, batch_size, dtype, device, on_done=done)
 
 
 def tabulate(hits: dict[Config, Hits]) -> list[Row]:
@@ -240,12 +262,36 @@ def time_configs(model: nn.Module, configs: list[Config], clips: torch.Tensor, d
     return {c: statistics.median(t) for c, t in times.items()}
 
 
-def write_outputs(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
-    """``compare.jsonl`` (one object per configuration) and ``compare.md`` (the table and what it means)."""
+def curves(comparison: Comparison) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Method -> its ``(gflops, top1, ci low, ci high)`` points, each line starting at the unpruned model."""
+    base = [row for row in comparison.rows if row.config.method is None and row.clips]
+    series: dict[str, list] = {}
+    for row in comparison.rows:
+        if row.config.method is not None and row.clips:
+            series.setdefault(row.config.method, []).append(_point(row))
+    return {method: points + [_point(b) for b in base] for method, points in series.items()}
+
+
+def _point(row: Row) -> tuple[float, float, float, float]:
+    return (row.config.gflops, row.top1, *row.top1_ci95)
+
+
+def write_outputs(comparison: Comparison, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
+    """``compare.jsonl`` (one object per configuration), ``compare.md`` (the table and what it means) and, with
+    matplotlib, ``compare.png`` (top-1 with intervals vs GFLOPs, one line per method) titled ``title``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"jsonl": out_dir / "compare.jsonl", "md": out_dir / "compare.md"}
-    files["jsonl"].write_text("".join(json.dumps(row.to_dict(), allow_nan=False) + "\n" for row in comparison.rows))
+    try:
+        from sta.vis.plot import plot_comparison
+
+        files["plot"] = plot_comparison(curves(comparison), out_dir / "compare.png",
+                                        title or "top-1 vs GFLOPs per view", panels=2)
+    except ImportError:  # matplotlib is an extra
+        pass
+    rows = [dict(row.to_dict(), **comparison.run) for row in comparison.rows]
+    rows += [dict(skipped=item["video"], reason=item["reason"]) for item in comparison.skipped]
+    files["jsonl"].write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
     files["md"].write_text(table(comparison) + "\n")
     return files
 
@@ -271,8 +317,10 @@ def table(comparison: Comparison) -> str:
     lines.append("")
     lines.append(f"{clips} videos. 95% CI: Wilson score interval. vs random: two-sided exact McNemar test against "
                  "random dropping at the same budget on the same videos; wins-losses = videos only this method / only "
-                 "random gets right. ms/clip: median of interleaved rounds on this machine.")
+                 "random gets right. ms/clip: median of interleaved rounds on this machine."
+                 + "".join(f" {key}: {value}." for key, value in comparison.run.items()))
     lines += [f"not run: {m} at {where}: {why}" for m, where, why in comparison.not_run]
+    lines += [f"skipped: {item['video']}: {item['reason']}" for item in comparison.skipped]
     return "\n".join(lines)
 
 

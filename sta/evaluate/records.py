@@ -51,10 +51,12 @@ def load_predictions(output_dir: Path, expected: dict | None, num_videos: int
     done: dict[int, dict[tuple[int, int], list[float]]] = {}
     for path in sorted(output_dir.glob("predictions*.jsonl")):
         with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+            text = f.read()
+        lines = text.splitlines()
         if not lines:
             continue
-        header = _parse(path, 1, lines[0], last=len(lines) == 1)
+        cut = not text.endswith("\n")  # only a last line without its newline can have been cut short by a crash
+        header = _parse(path, 1, lines[0], last=len(lines) == 1 and cut)
         if header is None:
             continue  # only a header cut short: nothing was finished
         if not isinstance(header, dict) or "fingerprint" not in header:
@@ -65,7 +67,7 @@ def load_predictions(output_dir: Path, expected: dict | None, num_videos: int
                 continue
             raise ResumeMismatch(_mismatch_message(path, header["fingerprint"], expected))
         for number, line in enumerate(lines[1:], start=2):
-            record = _parse(path, number, line, last=number == len(lines))
+            record = _parse(path, number, line, last=number == len(lines) and cut)
             if record is None:
                 continue
             index, segment, crop, logits = _check_record(path, number, record, num_videos)
@@ -130,8 +132,12 @@ class PredictionWriter:
 
     def __init__(self, path: Path, header: dict):
         self.path = path
+        if path.is_symlink():  # never write through a link into a file that is not this run's
+            raise OutputError(f"{path} is a symbolic link: `sta eval` writes its predictions only to a file of its "
+                              "own; remove the link or use another `output_dir`")
         try:
             if path.exists() and path.stat().st_size:
+                _check_ours(path)  # before anything is cut or appended: a file of someone else's stays as it is
                 _drop_partial_last_line(path)  # may empty a file whose header was cut short
             fresh = not path.exists() or path.stat().st_size == 0
             self.file = open(path, "a", encoding="utf-8")
@@ -157,6 +163,18 @@ class PredictionWriter:
             self.file.close()
         except OSError:
             pass  # the error that matters was raised by the write that failed
+
+
+HEADER_START = b'{"fingerprint"'  # every predictions file starts so (PredictionWriter's first line)
+
+
+def _check_ours(path: Path) -> None:
+    """``OutputError`` unless ``path`` starts as a predictions file does (or as one cut short in its header)."""
+    with open(path, "rb") as f:
+        start = f.read(len(HEADER_START))
+    if not (start.startswith(HEADER_START) or HEADER_START.startswith(start)):
+        raise OutputError(f"{path} exists and was not written by `sta eval` (its first line is not a predictions "
+                          "header): refusing to append to it; move it away or use another `output_dir`")
 
 
 def _drop_partial_last_line(path: Path, block: int = 1 << 16) -> None:

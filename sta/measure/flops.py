@@ -164,8 +164,9 @@ def _count(model: nn.Module, input_shape: tuple[int, ...] | None = None, trace: 
     if input_shape is None:
         cfg = model.cfg
         input_shape = (1, cfg.in_chans, cfg.num_frames, cfg.img_size, cfg.img_size)
-    meta_model = model if _on_meta(model) else _meta_copy(model)
-    clip = torch.empty(input_shape, device="meta", dtype=next(model.parameters()).dtype)
+    with torch.inference_mode(False):  # weights made under inference mode would skip the ops' decompositions
+        meta_model = model if _on_meta(model) else _meta_copy(model)
+        clip = torch.empty(input_shape, device="meta", dtype=next(model.parameters()).dtype)
     kwargs = {"return_trace": True} if trace else {}
     method = getattr(model, "method", None)
     if method in METHODS and Needs.SCORES in METHODS[method].needs and any(model.r):
@@ -173,7 +174,9 @@ def _count(model: nn.Module, input_shape: tuple[int, ...] | None = None, trace: 
         # analysis cost outside inference: only this forward is counted.
         kwargs["token_scores"] = torch.zeros(input_shape[0], model.cfg.num_tokens, device="meta")
     counter = FlopCounter()
-    with torch.no_grad(), counter:
+    # Outside inference mode whatever the caller's: under it, linear layers reach the dispatcher as ops the counter
+    # does not see, and a ViT-B would count 45 GFLOPs instead of 180.
+    with torch.inference_mode(False), torch.no_grad(), counter:
         out = meta_model(clip, **kwargs)
     return counter, (out[1] if trace else None)
 

@@ -56,3 +56,11 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def tick(what: str, done: int, total: int, start: float) -> None:
+    """One progress line after the ``done``-th of ``total`` steps (a configuration of a comparison): what it was,
+    the time since ``start`` (a ``time.perf_counter()``) and an estimate of the time left."""
+    elapsed = time.perf_counter() - start
+    left = elapsed / max(done, 1) * (total - done)
+    log.info("%d/%d %s (%.0f s elapsed, about %.0f s left)", done, total, what, elapsed, left)

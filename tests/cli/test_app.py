@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sta.cli import app
-from sta.cli.app import COMMANDS, describe, main
+from sta.cli.app import COMMANDS, build_parser, describe, main
 from sta.cli.output import spell_flags
 from sta.errors import InvalidInput, RunFailed
 
@@ -74,3 +74,35 @@ def test_each_command_is_one_small_module_that_parses_and_dispatches():
         lines = len(open(command.__file__, encoding="utf-8").read().splitlines())
         assert lines <= 150, f"{command.__name__}: {lines} lines"
         assert callable(command.add_arguments) and callable(command.run) and command.HELP
+
+
+def int_options():
+    """(command, flag) for every option of every command whose value is a whole number."""
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            # --r is held to the model's group size once the model is known (a one-line error naming the limit)
+            if action.option_strings and action.option_strings[0] != "--r" and action.type is not None \
+                    and takes_whole_numbers(action.type):
+                yield name, action.option_strings[0]
+
+
+def takes_whole_numbers(parse) -> bool:
+    import argparse
+
+    try:
+        return parse("3") == 3 and type(parse("3")) is int
+    except (argparse.ArgumentTypeError, ValueError):
+        return False
+
+
+@pytest.mark.parametrize(("command", "flag"), list(int_options()))
+def test_every_count_is_bounded_when_it_is_parsed(command, flag, capsys):
+    """`--batch-size 100000000` used to reach torch's allocator, `--timing-rounds 100000000` never ended."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args([command, flag, "100000000"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "at most" in err and flag in err and len(err.strip().splitlines()) == 1

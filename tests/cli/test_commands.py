@@ -368,3 +368,11 @@ def test_bf16_pt2_export_runs_only_in_its_dtype(sample_videos, tmp_path, capsys)
     assert "was exported in bfloat16: run it with --dtype bfloat16" in capsys.readouterr().err
     assert main(video + ["--dtype", "bfloat16", "--compile"]) == 2
     assert "--compile applies to a model run by torch" in capsys.readouterr().err
+
+
+def test_a_model_of_fewer_than_4_slices_runs_unpruned_without_a_traceback(sample_videos, capsys):
+    """--num-frames 6 (3 slices) used to divide by zero in the token counts of predict, eval and export."""
+    code = main(["predict", str(sample_videos / "bikes.mp4"), "--model", "vit_small_patch16_224", "--num-frames", "6",
+                 "--input-size", "32", "--nb-classes", "5", "--views", "1x1", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "tokens kept 12 -> 12 -> 12" in out + err and "bikes.mp4: class" in out

@@ -330,3 +330,16 @@ def test_truncation_is_caught_by_duration_when_the_segment_size_is_unknown(matro
 def test_sample_clips_and_other_containers_are_not_flagged(sample_videos: Path, videos: dict[str, Path]) -> None:
     for path in [*sorted(sample_videos.glob("*.mp4")), *videos.values()]:
         assert count_frames(path) > 0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp"])
+def test_a_still_image_renamed_mp4_is_not_a_video(tmp_path: Path, suffix: str) -> None:
+    """It used to decode as a one-frame video: predicted, calibrated on and scored by `sta compare`."""
+    import cv2
+
+    image = tmp_path / f"picture{suffix}"
+    cv2.imwrite(str(image), np.full((32, 48, 3), 128, np.uint8))
+    renamed = tmp_path / "clip.mp4"
+    renamed.write_bytes(image.read_bytes())
+    with pytest.raises(VideoDecodeError, match="not a video: a still image"):
+        read_video_frames(renamed)

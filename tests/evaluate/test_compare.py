@@ -16,7 +16,7 @@ from sta.models.bundled import load_bundled_model
 
 @pytest.fixture(scope="module")
 def model():
-    return load_bundled_model()
+    return load_bundled_model(proxy="easy")
 
 
 def test_each_method_is_set_to_the_r_nearest_the_budget(model):
@@ -106,3 +106,27 @@ def test_comparison_table_names_what_did_not_run():
     base = Config(None, UNPRUNED, 1.0, 1.0, 1.0)
     text = compare.table(Comparison(tabulate({base: {0: (True, True)}}), [("tome", "budget 0.1", "too far")]))
     assert "not run: tome at budget 0.1: too far" in text
+
+
+def test_in_memory_scoring_runs_in_the_dtype_it_says_and_records_it(model, tmp_path):
+    """`sta compare --dtype bfloat16` on the bundled path used to score in float32 (and record no dtype)."""
+    from sta.data.proxies import make_clips
+
+    clips, labels = make_clips("easy", 24, seed=5, split="test")
+    configs, _ = plan(model, ["sta"], rs=[32])
+    seen = []
+    hook = model.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    try:
+        hits = compare.score_clips(model, configs, clips, labels, batch_size=12, dtype="bfloat16")
+    finally:
+        hook.remove()
+    assert set(seen) == {torch.bfloat16}
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with torch.no_grad(), model.pruning(32, "sta"):
+        expected = model(clips.to(torch.bfloat16)).float().argmax(1)
+    assert [hits[configs[1]][i][0] for i in range(24)] == (expected == labels).tolist()
+    model.float()
+    result = Comparison(tabulate(hits), run=dict(dtype="bfloat16", device="cpu"))
+    compare.write_outputs(result, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "compare.jsonl").read_text().splitlines()]
+    assert all(row["dtype"] == "bfloat16" for row in rows) and "bfloat16" in (tmp_path / "compare.md").read_text()

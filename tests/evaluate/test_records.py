@@ -91,3 +91,37 @@ def test_full_disk_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"cannot write predictions to .*predictions\.jsonl: No space left on device"):
         writer.write([{"index": 0}])
     writer.close()
+
+
+@pytest.mark.parametrize("foreign", [b"precious data\n", b"precious data", b"[1, 2, 3]\n"])
+def test_a_file_that_is_not_ours_is_refused_and_left_as_it_was(tmp_path, foreign):
+    """`sta eval` used to append to a one-line foreign predictions.jsonl (taken for a header cut short)."""
+    from sta.errors import OutputError
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_bytes(foreign)
+    if foreign.endswith(b"\n"):  # a complete first line that is not a header: not a crash's leftover
+        with pytest.raises(ResumeMismatch, match="line 1"):
+            load_predictions(tmp_path, {"a": 1}, 3)
+    with pytest.raises(OutputError, match="not written by `sta eval`"):
+        PredictionWriter(path, {"a": 1})
+    assert path.read_bytes() == foreign
+
+
+def test_a_symlinked_predictions_file_is_not_followed(tmp_path):
+    from sta.errors import OutputError
+
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("")
+    (tmp_path / "predictions.jsonl").symlink_to(target)
+    with pytest.raises(OutputError, match="symbolic link"):
+        PredictionWriter(tmp_path / "predictions.jsonl", {"a": 1})
+    assert target.read_text() == ""
+
+
+def test_a_header_cut_short_is_still_ours(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    path.write_bytes(b'{"fingerpr')
+    writer = PredictionWriter(path, {"a": 1})
+    writer.close()
+    assert json.loads(path.read_text().splitlines()[0]) == {"fingerprint": {"a": 1}}
