@@ -94,14 +94,17 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each B x heads x N x head_dim
         score_bias = None if sizes is None else sizes.log().to(q.dtype).view(B, 1, 1, N)
         probs = None
-        if return_probs:
+        # Exported with a size bias (vid-TLDR, ToMe), the fused kernel's decomposition hands back a layout that the
+        # ONNX exporter then views wrongly ("Cannot view a tensor ..."): such graphs take the explicit products.
+        if return_probs or (score_bias is not None and torch.compiler.is_exporting()):
             scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
             probs = scores.float().softmax(dim=-1)
             weights = probs if score_bias is None else (scores + score_bias).float().softmax(dim=-1)
-            out = torch.matmul(weights.to(v.dtype), v)
+            out = torch.einsum("bhnm,bhmd->bnhd", weights.to(v.dtype), v).reshape(B, N, C)  # straight to B x N x C
+            probs = probs if return_probs else None
         else:
-            out = attend(q, k, v, score_bias)
-        out = self.proj(out.transpose(1, 2).reshape(B, N, C))
+            out = attend(q, k, v, score_bias).transpose(1, 2).reshape(B, N, C)
+        out = self.proj(out)
         return out, (k.mean(1) if return_keys else None), probs
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sta.core.methods import METHODS, method_refusal
 from sta.deploy.export import ExportError, GraphForward, compare, export_model, rounding_decided, runner_for
 from sta.deploy.metadata import ModelInfo, model_info, read_info
 from sta.deploy.runners import open_exported
@@ -163,3 +164,22 @@ def test_large_graphs_keep_their_weights_beside_the_file(model, info, tmp_path, 
     clips = tiny_clips(2, seed=8)
     got = open_exported(tmp_path / "big.onnx", "onnxruntime")(clips)
     np.testing.assert_allclose(got.numpy(), eager(model, clips)[0].numpy(), atol=1e-4)
+
+
+EXPORTABLE = sorted(m for m in METHODS if method_refusal(m, "export") is None)
+
+
+@pytest.mark.parametrize("method", EXPORTABLE)
+def test_every_exportable_method_records_the_token_counts_its_graph_keeps(method, tmp_path):
+    """The counts came from STA's arithmetic whatever the method (evs-q r=16 recorded 384 -> 320 -> 288 while its
+    graph kept 288 at every stage); vid-TLDR failed to export to ONNX at every r."""
+    import onnxruntime
+
+    model = tiny_model(r=(3, 2, 1), seed=5)
+    model.set_pruning(method=method)
+    info = model_info(model, "tiny")
+    path = tmp_path / f"{method}.onnx"
+    export_model(model, path, info)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    positions = session.run(["positions_0", "positions_1", "positions_2"], {"clips": tiny_clips(2, seed=1).numpy()})
+    assert read_info(path).tokens_per_stage == [p.shape[1] for p in positions]
