@@ -100,7 +100,7 @@ def plain(value):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=("easy", "hard"), default="hard", help="the synthetic task (sta.data.proxies)")
+    parser.add_argument("--task", choices=("easy", "hard"), default="hard", help="synthetic task (sta.data.proxies)")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
