@@ -81,6 +81,7 @@ class LayerOutput:
     keys: Tensor | None = None  # B x N x d: keys averaged over heads (when need_keys)
     weights: Tensor | None = None  # B x H x N x N: the attention weights used (eager attention)
     probs: Tensor | None = None  # B x H x N x N float32: probabilities without the size bias (when need_probs)
+    mlp_input: Tensor | None = None  # B x N x C: the residual stream after attention, before the MLP
 
 
 # (layer, x: B x N x C, LayerInput) -> LayerOutput
@@ -123,7 +124,7 @@ def run_layers(layers: Sequence[nn.Module], x: Tensor, step: LayerStep, stages: 
         out = step(layer, x, inp)
         patches = pruning.after(i, out.x[:, prefix:], keys=None if out.keys is None else out.keys[:, prefix:],
                                 attention=None if out.probs is None else out.probs[:, :, prefix:],
-                                block_input=x[:, prefix:])
+                                mlp_input=None if out.mlp_input is None else out.mlp_input[:, prefix:])
         x = _with_prefix(out.x, prefix, patches)
         if i in trace_at:
             trace.positions.append(pruning.state.positions)

@@ -67,9 +67,9 @@ def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> LayerOutput:
     k = heads(sa.key(h), sa.num_attention_heads)  # VideoMAE's key has no bias
     v = heads(_project(sa.value, h, getattr(sa, "v_bias", None)), sa.num_attention_heads)
     context, weights, probs = attention(q, k, v, inp)
-    x = x + layer.attention.output(context, h)  # output dense (+ dropout); the residual is ours, as in HF's layer
-    x = layer.output(layer.intermediate(layer.layernorm_after(x)), x)  # MLP with its residual
-    return LayerOutput(x, k.mean(1) if inp.need_keys else None, weights, probs)
+    mid = x + layer.attention.output(context, h)  # output dense (+ dropout); the residual is ours, as in HF's layer
+    x = layer.output(layer.intermediate(layer.layernorm_after(mid)), mid)  # MLP with its residual
+    return LayerOutput(x, k.mean(1) if inp.need_keys else None, weights, probs, mid)
 
 
 def _project(linear: nn.Linear, h: Tensor, legacy_bias: Tensor | None) -> Tensor:

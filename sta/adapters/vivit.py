@@ -66,9 +66,9 @@ def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> LayerOutput:
     k = heads(att.k_proj(h), att.num_attention_heads)
     v = heads(att.v_proj(h), att.num_attention_heads)
     context, weights, probs = attention(q, k, v, inp, att.scaling)
-    x = layer.dropout(att.o_proj(context)) + x
-    x = layer.dropout(layer.mlp(layer.layernorm_after(x))) + x
-    return LayerOutput(x, k.mean(1) if inp.need_keys else None, weights, probs)
+    mid = layer.dropout(att.o_proj(context)) + x
+    x = layer.dropout(layer.mlp(layer.layernorm_after(mid))) + mid
+    return LayerOutput(x, k.mean(1) if inp.need_keys else None, weights, probs, mid)
 
 
 VIVIT = Family(

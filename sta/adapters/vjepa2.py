@@ -87,9 +87,9 @@ def layer_step(layer: nn.Module, x: Tensor, inp: LayerInput) -> LayerOutput:
     k = att.apply_rotary_embeddings(k, pos_ids)
     q = att.apply_rotary_embeddings(q, pos_ids)
     context, weights, probs = attention(q, k, v, inp, att.scaling)
-    x = layer.drop_path(att.proj(context)) + x
-    x = layer.drop_path(layer.mlp(layer.norm2(x))) + x
-    return LayerOutput(x, keys, weights, probs)
+    mid = layer.drop_path(att.proj(context)) + x
+    x = layer.drop_path(layer.mlp(layer.norm2(mid))) + mid
+    return LayerOutput(x, keys, weights, probs, mid)
 
 
 VJEPA2 = Family(

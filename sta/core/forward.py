@@ -6,9 +6,9 @@ A model's layer loop does, with a :class:`PruningPass` ``p``::
 
     x = p.start(embedded_patch_tokens)           # a method that acts before block 0 (RLT) does so here
     for i, block in enumerate(blocks):
-        need = p.needs_at(i)                     # Needs.KEYS / BLOCK_INPUT / ATTENTION at a stage block, else nothing
-        out, keys, probs = block(x, ..., sizes=p.state.sizes)   # keys / probabilities only when asked
-        x = p.after(i, out, keys=keys, attention=probs, block_input=x)
+        need = p.needs_at(i)                     # Needs.KEYS / MLP_INPUT / ATTENTION at a stage block, else nothing
+        out, keys, probs, mid = block(x, ..., sizes=p.state.sizes)  # keys / probabilities only when asked
+        x = p.after(i, out, keys=keys, attention=probs, mlp_input=mid)
 
 and reads ``p.state.positions`` (original positions of the live tokens) for its
 trace and ``p.state.sizes`` for size-proportional attention. Prefix tokens
@@ -25,7 +25,7 @@ from sta.core.reduction import Needs, ReductionState, StageInputs, TokenGrid
 from sta.core.schedule import PruneStage
 from sta.errors import InvalidInput
 
-BLOCK_NEEDS = Needs.KEYS | Needs.BLOCK_INPUT | Needs.ATTENTION  # what a block must hand over (the rest is per forward)
+BLOCK_NEEDS = Needs.KEYS | Needs.MLP_INPUT | Needs.ATTENTION  # what a block must hand over (the rest is per forward)
 
 
 class PruningPass:
@@ -71,10 +71,10 @@ class PruningPass:
         return self.method.needs & BLOCK_NEEDS if block in self._at else Needs.NOTHING
 
     def after(self, block: int, x: Tensor, keys: Tensor | None = None, attention: Tensor | None = None,
-              block_input: Tensor | None = None) -> Tensor:
+              mlp_input: Tensor | None = None) -> Tensor:
         """``block``'s output (patch tokens, ``B x L x C``), reduced when it is a stage block."""
         stage = self._at.get(block)
         if stage is None:
             return x
-        inp = StageInputs(x, stage, self.stages, keys=keys, block_input=block_input, attention=attention)
+        inp = StageInputs(x, stage, self.stages, keys=keys, mlp_input=mlp_input, attention=attention)
         return self.method.reduce(inp, self.state)

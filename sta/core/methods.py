@@ -192,7 +192,7 @@ def evs_q_reduce(inp: StageInputs, state: ReductionState) -> Tensor:
 
 
 def repshift_reduce(inp: StageInputs, state: ReductionState) -> Tensor:
-    scores = repshift_scores(inp.block_input, inp.x)
+    scores = repshift_scores(inp.mlp_input, inp.x)
     return _keep(inp, state, keep_top(scores, inp.x.shape[1] - _drop(inp), state.positions))
 
 
@@ -245,7 +245,7 @@ METHODS: dict[str, Method] = {
                   Needs.GRID),
     "evs-q": Method(evs_q_reduce, "EVS's own schedule: one cut at the first stage", Needs.GRID, equal_budget=False),
     "repshift": Method(repshift_reduce, "Representation Shift: what the block changed most (Choi et al., ICCV 2025)",
-                       Needs.BLOCK_INPUT),
+                       Needs.MLP_INPUT),
     "vidtldr": Method(vidtldr_reduce, "vid-TLDR saliency-weighted merging (Choi et al., CVPR 2024)",
                       Needs.ATTENTION, check=_at_most_half("vidtldr")),
     "oracle": Method(oracle_reduce, "the unpruned model's highest-GradNorm tokens (an upper bound)", Needs.SCORES,

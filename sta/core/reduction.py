@@ -28,7 +28,7 @@ class Needs(enum.Flag):
 
     NOTHING = 0
     KEYS = enum.auto()  # the stage block's attention keys averaged over heads, B x L x K
-    BLOCK_INPUT = enum.auto()  # the stage block's input, B x L x C
+    MLP_INPUT = enum.auto()  # the stage block's MLP input (after its attention), B x L x C
     ATTENTION = enum.auto()  # the stage block's attention probabilities (no size bias), B x H x L x M
     CLIPS = enum.auto()  # the pixel clips as the model receives them, B x 3 x F x H x W
     SCORES = enum.auto()  # per-token scores from the caller, B x N (oracle)
@@ -57,7 +57,7 @@ class StageInputs:
     stage: PruneStage
     stages: tuple[PruneStage, ...]  # every stage of this forward (a method that cuts once finds its place)
     keys: Tensor | None = None  # B x L x K (Needs.KEYS)
-    block_input: Tensor | None = None  # B x L x C (Needs.BLOCK_INPUT)
+    mlp_input: Tensor | None = None  # B x L x C (Needs.MLP_INPUT): the block's residual stream before its MLP
     attention: Tensor | None = None  # B x H x L x M, rows = the live patch tokens, M >= L keys (Needs.ATTENTION)
 
 

@@ -130,9 +130,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor, return_keys: bool = False, sizes: Tensor | None = None, return_probs: bool = False
                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         attn, keys, probs = self.attn(self.norm1(x), return_keys, sizes, return_probs)
-        x = x + attn
-        x = x + self.mlp(self.norm2(x))
-        return x, keys, probs
+        mid = x + attn  # the MLP's input: Representation Shift scores what the MLP changes
+        return mid + self.mlp(self.norm2(mid)), keys, probs, mid
 
 
 class PatchEmbed(nn.Module):
@@ -222,9 +221,9 @@ class VisionTransformer(ClipClassifier, nn.Module):
         x = pruning.start(self.patch_embed(x) + self.pos_embed.to(x.dtype))
         for i, block in enumerate(self.blocks):
             need = pruning.needs_at(i)
-            out, keys, probs = block(x, return_keys=Needs.KEYS in need, sizes=pruning.state.sizes,
-                                     return_probs=Needs.ATTENTION in need)
-            x = pruning.after(i, out, keys=keys, attention=probs, block_input=x)
+            out, keys, probs, mid = block(x, return_keys=Needs.KEYS in need, sizes=pruning.state.sizes,
+                                          return_probs=Needs.ATTENTION in need)
+            x = pruning.after(i, out, keys=keys, attention=probs, mlp_input=mid)
             if trace is not None and i in self._trace_blocks:
                 trace.positions.append(pruning.state.positions)
         return self.fc_norm(x.mean(1))

@@ -200,7 +200,9 @@ def method_reference(model, pixels: torch.Tensor, r, method: str, scores: torch.
             norm, key = key_of(layer)
             keys = torch.stack([explicit_keys(xb, norm, key, heads).mean(1) for xb in x]) if i in stages else None
             probs = explicit_probs(x, layer, state.positions, vivit, heads) if i in stages else None
-            before = x
+            seen = []  # HF's own layer, its MLP's input caught at its second LayerNorm (Representation Shift's)
+            hook = (layer.layernorm_after if vivit else layer.norm2).register_forward_pre_hook(
+                lambda _, args, seen=seen: seen.append(args[0]))
             if vivit:
                 mask = None
                 if state.sizes is not None:
@@ -209,9 +211,10 @@ def method_reference(model, pixels: torch.Tensor, r, method: str, scores: torch.
                 x = layer(x, mask)
             else:
                 x = layer(x, position_mask=state.positions)[0]
+            hook.remove()
             if i in stages:
                 inp = StageInputs(x[:, prefix:], stages[i], stage_list, keys=keys[:, prefix:],
-                                  block_input=before[:, prefix:], attention=probs[:, :, prefix:])
+                                  mlp_input=seen[0][:, prefix:], attention=probs[:, :, prefix:])
                 x = torch.cat([x[:, :prefix], spec.reduce(inp, state)], dim=1)
             if i in [k * lay[0] // 3 for k in range(3)]:
                 traced.append(state.positions)

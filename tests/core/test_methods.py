@@ -66,7 +66,7 @@ def test_registry_declares_needs_and_what_each_allows():
     assert list(METHODS)[:5] == ["sta", "temporal", "norm", "random", "tome"]
     assert {"rlt", "rlt-threshold", "evs", "evs-q", "repshift", "vidtldr", "oracle"} <= set(METHODS)
     assert Needs.KEYS in METHODS["sta"].needs and METHODS["norm"].needs == Needs.NOTHING
-    assert Needs.ATTENTION in METHODS["vidtldr"].needs and Needs.BLOCK_INPUT in METHODS["repshift"].needs
+    assert Needs.ATTENTION in METHODS["vidtldr"].needs and Needs.MLP_INPUT in METHODS["repshift"].needs
     assert Needs.CLIPS in METHODS["rlt"].needs and Needs.SCORES in METHODS["oracle"].needs
     assert [m for m in METHODS if not METHODS[m].exportable] == ["rlt-threshold", "oracle"]
     assert [m for m in METHODS if not METHODS[m].equal_budget] == ["rlt-threshold", "evs-q"]
@@ -119,7 +119,7 @@ def test_exact_ties_keep_the_lowest_positions(method):
     for positions in (torch.arange(L).expand(B, -1), shuffled):
         state = ReductionState(positions.clone(), TokenGrid(8, 8, 2, 8), clips=torch.zeros(B, 3, 16, 64, 64),
                                scores=torch.zeros(B, 64))
-        inp = StageInputs(x, stage, stages, keys=torch.ones(B, L, 4), block_input=torch.zeros(B, L, 6),
+        inp = StageInputs(x, stage, stages, keys=torch.ones(B, L, 4), mlp_input=torch.zeros(B, L, 6),
                           attention=torch.full((B, 2, L, L), 1 / L))
         if method == "rlt-threshold":
             continue  # acts before block 0 only (tested with RLT's mask)

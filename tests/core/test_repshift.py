@@ -7,10 +7,10 @@ from sta.core.repshift import repshift_keep_indices, repshift_scores
 from sta.core.schedule import PruneStage
 
 
-def paper_scores(block_input: torch.Tensor, block_output: torch.Tensor) -> torch.Tensor:
+def paper_scores(layer_input: torch.Tensor, layer_output: torch.Tensor) -> torch.Tensor:
     """A token's shift, as the paper defines it: the Euclidean distance between what the layer gave and took."""
-    B, L, _ = block_input.shape
-    return torch.tensor([[float(((block_output[b, i].double() - block_input[b, i].double()) ** 2).sum().sqrt())
+    B, L, _ = layer_input.shape
+    return torch.tensor([[float(((layer_output[b, i].double() - layer_input[b, i].double()) ** 2).sum().sqrt())
                           for i in range(L)] for b in range(B)])
 
 
@@ -48,7 +48,7 @@ def test_the_method_keeps_stas_count_over_the_clip():
     x_in, x_out = torch.randn(2, 24, 8, generator=gen), torch.randn(2, 24, 8, generator=gen)
     stage = PruneStage(block=3, num_groups=4, r=2, reverse=False, tokens_in=24, tokens_out=16)
     state = ReductionState(torch.arange(24).expand(2, -1))
-    out = METHODS["repshift"].reduce(StageInputs(x_out, stage, (stage,), block_input=x_in), state)
+    out = METHODS["repshift"].reduce(StageInputs(x_out, stage, (stage,), mlp_input=x_in), state)
     assert out.shape == (2, 16, 8)
     assert torch.equal(state.positions, repshift_keep_indices(x_in, x_out, 16))
     assert torch.equal(out, x_out.gather(1, state.positions[..., None].expand(-1, -1, 8)))
