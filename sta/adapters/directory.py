@@ -87,7 +87,7 @@ def load_hf_directory(path: str | os.PathLike, r: RSpec = 0, method: str = "sta"
     checkpoint, which ``from_pretrained`` would fill with random values).
     """
     path, model_type, mean, std = _describe(path)
-    if model_type == "videomae":
+    if FAMILIES[model_type].as_backbone:
         model = load_hf_as_backbone(path)
         model.cfg = dataclasses.replace(model.cfg, mean=mean, std=std)
         model.set_pruning(r, method)
@@ -105,7 +105,7 @@ def hf_architecture(path: str | os.PathLike, r: RSpec = 0, method: str = "sta", 
     device gives randomly initialised weights (``sta bench``). Same types as :func:`load_hf_directory`.
     """
     path, model_type, mean, std = _describe(path)
-    if model_type == "videomae":
+    if FAMILIES[model_type].as_backbone:
         cfg = dataclasses.replace(read_hf_config(path), mean=mean, std=std)
         with torch.device(device):
             return VisionTransformer(cfg, r=r, method=method).eval()

@@ -65,6 +65,9 @@ class Family:
     processor_defaults: Mapping[str, Any]
     prefix_tokens: int = 0  # tokens before the patch tokens (ViViT: 1, its CLS), never pruned
     check_config: Callable[[Any, bool], None] | None = None  # (config, under_classifier): ValueError if STA can't
+    # A directory of this family loads as our own VisionTransformer (same weights, release code path) rather than
+    # through HFVideoClassifier: VideoMAE, whose architecture is the release's.
+    as_backbone: bool = False
 
     def classes(self) -> tuple[type, type]:
         """(bare model class, video classifier class) of the installed transformers (``ImportError`` if absent)."""

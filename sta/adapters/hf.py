@@ -25,8 +25,8 @@ pruning loop (:mod:`sta.adapters.loop`).
 
 The names are our models' (:class:`sta.core.contract.ClipClassifier`): ``r``,
 ``method``, ``stages``, ``set_pruning`` and ``pruning()``, on the classifier and
-on its bare model. ``sta_r``, ``sta_method``, ``sta_stages`` and ``set_sta`` still
-work but are deprecated since 0.3 (a ``DeprecationWarning``) and go in 0.4.
+on its bare model (0.3's ``sta_r``, ``sta_method``, ``sta_stages`` and ``set_sta`` are
+gone in 0.4, as announced).
 
 How it works: :func:`patch_hf` gives the bare model (``model.videomae`` /
 ``model.vivit`` / ``model.vjepa2`` of a classifier) a subclass of its own class

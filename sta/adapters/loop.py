@@ -33,7 +33,6 @@ Nothing here knows a family by name; nothing family-specific goes into :mod:`sta
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from sta.core.contract import ClipClassifier, TokenTrace
 from sta.core.forward import PruningPass
 from sta.core.methods import Needs
 from sta.core.reduction import TokenGrid
-from sta.core.schedule import PruneStage, R, RSpec, stage_blocks
+from sta.core.schedule import UNPRUNED, PruneStage, R, RSpec, stage_blocks
 from sta.errors import InvalidInput
 
 __all__ = [
@@ -242,30 +241,9 @@ def begin_call(model: nn.Module, kwargs: dict, stages: tuple[PruneStage, ...], m
 
 # ---------------------------------------------------------------------------------------- patched classes
 
-DEPRECATED = "deprecated since 0.3, removed in 0.4; use .r / .method / .set_pruning"
-
-
-def _warn_deprecated(old: str, stacklevel: int, message: str = DEPRECATED) -> None:
-    warnings.warn(f"{old} is {message}", DeprecationWarning, stacklevel=stacklevel + 1)
-
-
-def _deprecated_alias(old: str, new: str, message: str = DEPRECATED, settable: bool = True) -> property:
-    """Property ``old``: reads (and sets) ``new``, with a ``DeprecationWarning``."""
-
-    def get(self):
-        _warn_deprecated(old, 2, message)
-        return getattr(self, new)
-
-    def set_(self, value):
-        _warn_deprecated(old, 3, message)  # called through nn.Module.__setattr__
-        setattr(self, new, value)
-
-    return property(get, set_ if settable else None, doc=f"Deprecated: ``.{new}``.")
-
-
 class _Patched:
-    """What both patched classes share: the pruning interface around ``r`` / ``method`` / ``set_pruning``, the
-    deprecated ``sta_*`` names, a marker, and pickling that rebuilds the patched class."""
+    """What both patched classes share: the pruning interface around ``r`` / ``method`` / ``set_pruning``, a
+    marker, and pickling that rebuilds the patched class. (0.3's ``sta_*`` / ``set_sta`` names are gone in 0.4.)"""
 
     _sta_patched = True
     _sta_family: ClassVar[Family]  # set on the patched class by swap_class
@@ -274,16 +252,6 @@ class _Patched:
 
     # Run at another r / method inside the block, as with our models (the same code).
     pruning = ClipClassifier.pruning
-
-    sta_r = _deprecated_alias("sta_r", "r")
-    sta_method = _deprecated_alias("sta_method", "method")
-    sta_stages = _deprecated_alias("sta_stages", "stages", "deprecated since 0.3, removed in 0.4; use .stages",
-                                   settable=False)
-
-    def set_sta(self, r: RSpec | None = None, method: str | None = None) -> None:
-        """Deprecated: :meth:`set_pruning`."""
-        _warn_deprecated("set_sta", 2)
-        self.set_pruning(r, method)
 
     def __reduce_ex__(self, protocol):
         # The patched class has the original's name, so pickle would find the original under it and refuse;
@@ -305,7 +273,7 @@ def _rebuild_patched(build, args, mixin, family):
 class PatchedModel(_Patched):
     """Mixed in before a family's bare HF model class by :func:`patch_model`."""
 
-    _sta_r: R = (0, 0, 0)
+    _sta_r: R = UNPRUNED
     _sta_method: str = "sta"
     _sta_stages: tuple[PruneStage, ...] = ()
     _sta_trace: TokenTrace | None = None

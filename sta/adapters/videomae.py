@@ -87,4 +87,5 @@ VIDEOMAE = Family(
     processor_defaults=dict(image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5), do_rescale=True,
                             rescale_factor=1 / 255, do_normalize=True),
     check_config=check_config,
+    as_backbone=True,
 )

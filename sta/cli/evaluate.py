@@ -25,6 +25,7 @@ from sta.data.datasets import CUSTOM, DATASETS, check_label_space, with_protocol
 from sta.errors import InvalidInput, RunFailed
 from sta.evaluate import EvalSettings, evaluate
 from sta.factory import check_request, open_runner, sampling_rate
+from sta.models.bundled import BUNDLED_R
 from sta.utils.device import resolve_device
 from sta.utils.distributed import distributed
 
@@ -38,7 +39,7 @@ DESCRIPTION = ("Evaluate on a VideoMAE list file ({data_path}/{split}.csv: `path
 
 def add_arguments(p) -> None:
     add_model_args(p, weights=True, proxy=True)
-    add_pruning_args(p, sweep=False)
+    add_pruning_args(p, sweep=False, default_r=f"0 ({BUNDLED_R} for the bundled model)")
     g = p.add_argument_group("data and protocol")
     g.add_argument("--data-path", "--data_path", required=True, help="folder holding test.csv / val.csv")
     g.add_argument("--split", default="test", help="list file name without .csv (test, val)")
@@ -72,7 +73,8 @@ def run(args) -> None:
     if not os.path.isfile(list_file):
         raise InvalidInput(f"list file {list_file} not found (--data-path holds {args.split}.csv)")
     resolve_device(args.device)  # a missing GPU fails before any model or video is loaded
-    prepared = open_runner(request, pruning, args.backend, args.dtype, args.device, args.compile, allow_bundled=True)
+    prepared = open_runner(request, pruning, args.backend, args.dtype, args.device, args.compile, allow_bundled=True,
+                           bundled_r=BUNDLED_R)
     print_notes(NAME, prepared.notes)
     info = prepared.info  # an --hf-model or --exported file brings its own frames, size and classes
     if args.data_set is not None and info.dataset is not None and args.data_set != info.dataset["name"]:

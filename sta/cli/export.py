@@ -23,6 +23,7 @@ from sta.deploy.metadata import model_info
 from sta.errors import InvalidInput
 from sta.evaluate.calibration import GUARD_VIDEOS, calibration_sets
 from sta.factory import class_names, load_model, sampling_rate
+from sta.models.bundled import BUNDLED_R
 
 NAME = "export"
 HELP = "write the pruned model as one static graph: ONNX, torch.export (.pt2), or int8 (--quantize)"
@@ -34,7 +35,6 @@ DESCRIPTION = ("Exports the model at its r and method with a dynamic batch dimen
                "8-bit while STA's scoring and selection stay float32, calibrated on --calibration clips and written "
                "only if, on held-out clips, top-1 agrees with the float model on >= 99% and >= 95% of the kept "
                "positions are the same (--force: anyway, and recorded).")
-BUNDLED_R = 16  # the bundled model's groups hold 64 tokens
 INT8_OPTIONS = ("backend", "calibration", "data_root", "sampling_rate", "force")
 
 

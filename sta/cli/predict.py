@@ -22,6 +22,7 @@ from sta.data import ViewProtocol
 from sta.errors import RunFailed
 from sta.evaluate.predict import expand_inputs, predict_videos
 from sta.factory import class_names, open_runner, sampling_rate
+from sta.models.bundled import BUNDLED_R
 
 NAME = "predict"
 HELP = "top-k classes of your own videos (files, folders, globs)"
@@ -29,7 +30,6 @@ DESCRIPTION = ("Labels videos with the evaluation's views (Kinetics 5x3, SSv2 2x
                "mean of the views' softmaxes, top-k class names and probabilities. Class names ship for "
                "Kinetics-400/710 and SSv2 (--labels FILE for others). Without a model: the bundled demo model. "
                "Exit status 1 if any video could not be read.")
-BUNDLED_R = 16  # the bundled model's groups hold 64 tokens
 
 
 def add_arguments(p) -> None:

@@ -15,6 +15,7 @@ from sta.cli.options import (
 from sta.cli.output import format_r, format_tokens, print_notes
 from sta.errors import InvalidInput
 from sta.factory import load_model, sampling_rate
+from sta.models.bundled import BUNDLED_R
 from sta.vis.tokens import visualize
 
 NAME = "vis"
@@ -22,7 +23,7 @@ HELP = "pictures of the tokens a method keeps and of the GradNorm map, for one v
 DESCRIPTION = ("Samples the video as `sta eval` does (one clip, centre crop) and writes kept_tokens.png, "
                "gradnorm.png, kept_tokens.gif and tokens.json. Without --model/--ckpt-path/--hf-model it uses the "
                "bundled demo model (64x64 frames).")
-DEFAULT_R, BUNDLED_R = 64, 16  # a third of a ViT-B group (196 tokens); a quarter of the bundled model's 64
+DEFAULT_R = 64  # a third of a ViT-B group (196 tokens)
 
 
 def add_arguments(p) -> None:

@@ -171,7 +171,7 @@ ClipSource = Iterable[GradNormClip | SkippedInput]
 
 @dataclass(frozen=True)
 class GradNormRow:
-    """One (method, r) over all clips; the unpruned model is the row with ``r == (0, 0, 0)`` and ``method`` None."""
+    """One (method, r) over all clips; the unpruned model is the row with ``r == UNPRUNED`` and ``method`` None."""
 
     method: str | None
     r: R  # written "16" or "48,16,8" (format_r)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from sta.core.schedule import R, normalize_r
+from sta.core.schedule import UNPRUNED, R, normalize_r
 from sta.utils.device import parse_dtype, resolve_device, synchronize
 
 
@@ -94,7 +94,7 @@ def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "flo
     another backend instead (e.g. ``sta.deploy.export.runner_for``). The
     model's r is restored afterwards.
     """
-    if not any(normalize_r(r) == (0, 0, 0) for r in rs):
+    if not any(normalize_r(r) == UNPRUNED for r in rs):
         rs = [0, *rs]
     torch_dtype, torch_device = parse_dtype(dtype), resolve_device(device)
     if make_runner is None:
@@ -104,7 +104,7 @@ def benchmark(model: nn.Module, rs: list, batch_size: int = 1, dtype: str = "flo
     for r in rs:
         with model.pruning(r=r):
             timings.append(time_forward(model if make_runner is None else make_runner(model), clips, warmup, repeats))
-    base = next(t for r, t in zip(rs, timings) if normalize_r(r) == (0, 0, 0)).ms_per_clip
+    base = next(t for r, t in zip(rs, timings) if normalize_r(r) == UNPRUNED).ms_per_clip
     return [BenchRow(normalize_r(r), batch_size, dtype, str(torch_device), t.ms_per_clip, t.clips_per_s,
                      base / t.ms_per_clip) for r, t in zip(rs, timings)]
 

@@ -23,6 +23,7 @@ __all__ = ["BUNDLED_CHECKPOINT", "CLASS_NAMES", "SAMPLING_RATE", "bundled_model_
 ASSETS = Path(__file__).resolve().parent / "assets"
 CHECKPOINTS = {"easy": ASSETS / "proxy_vit.pth", "hard": ASSETS / "proxy_vit_hard.pth"}  # one model per proxy task
 BUNDLED_CHECKPOINT = CHECKPOINTS["easy"]  # 0.3's name for the (easy) bundled file
+BUNDLED_R = 16  # every command's r for a bundled model when none is given: a quarter of its 64-token groups
 ARCHITECTURE_KEYS = ("model", "num_classes", "num_frames", "img_size", "tubelet_size", "patch_size", "embed_dim",
                      "depth", "num_heads")
 

@@ -182,7 +182,6 @@ class VisionTransformer(ClipClassifier, nn.Module):
         stages = build_stages(self.cfg.depth, self.cfg.num_slices, self.cfg.tokens_per_slice, value)
         check_method(self._method, stages)
         self.stages, self._r = stages, normalize_r(value)
-        self._stage_at = {stage.block: stage for stage in self.stages}
 
     @property
     def method(self) -> str:

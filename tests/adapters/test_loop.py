@@ -13,7 +13,7 @@ from transformers import VivitForVideoClassification  # noqa: E402
 
 from sta import patch_hf, tokens_after_stages  # noqa: E402
 from sta.adapters.hf import FAMILIES, forward_with_trace  # noqa: E402
-from sta.adapters.loop import DEPRECATED, LayerOutput, run_layers, size_bias  # noqa: E402
+from sta.adapters.loop import LayerOutput, run_layers, size_bias  # noqa: E402
 from sta.core.methods import METHODS  # noqa: E402
 from sta.core.schedule import build_stages  # noqa: E402
 from sta.models.convert import hf_model_from_release  # noqa: E402
@@ -148,25 +148,7 @@ def test_pruning_context_restores_r_and_method_even_on_an_error(build):
         assert torch.equal(model(x).logits, pruned) and not torch.allclose(plain, pruned)
 
 
-def test_sta_names_still_work_but_warn():
+def test_the_0_3_names_are_gone():
     model = patch_hf(tiny_vivit(), r=2)
-    for target in (model, model.vivit):  # the classifier and its bare model
-        with pytest.warns(DeprecationWarning, match="sta_r is deprecated since 0.3, removed in 0.4; use .r") as w:
-            assert target.sta_r == (2, 2, 2)
-        assert w[0].filename == __file__  # points at the caller
-        with pytest.warns(DeprecationWarning, match="sta_r is deprecated") as w:
-            target.sta_r = (3, 2, 1)
-        assert w[0].filename == __file__ and model.r == (3, 2, 1)
-        with pytest.warns(DeprecationWarning, match="sta_method is deprecated"):
-            target.sta_method = "norm"
-        with pytest.warns(DeprecationWarning, match="sta_method is deprecated"):
-            assert target.sta_method == "norm" == model.method
-        with pytest.warns(DeprecationWarning, match="set_sta is deprecated") as w:
-            target.set_sta(r=4, method="tome")
-        assert w[0].filename == __file__ and (model.r, model.method) == ((4, 4, 4), "tome")
-        with pytest.warns(DeprecationWarning, match="sta_stages is deprecated"):
-            assert target.sta_stages == model.stages
-        with pytest.warns(DeprecationWarning), pytest.raises(ValueError):
-            target.sta_r = 16  # still validated
-        model.set_pruning(r=2, method="sta")
-    assert DEPRECATED == "deprecated since 0.3, removed in 0.4; use .r / .method / .set_pruning"
+    for name in ("sta_r", "sta_method", "sta_stages", "set_sta"):
+        assert not hasattr(model, name) and not hasattr(model.vivit, name)
