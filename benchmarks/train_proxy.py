@@ -48,6 +48,7 @@ from torch import nn
 
 from sta import create_model
 from sta.data.proxies import get_task, make_clips
+from sta.measure.speed import cpu_description
 from sta.models.bundled import checkpoint_path
 
 MODEL = "vit_small_patch16_224"  # the release's ViT-S code path; width/depth/heads overridden below
@@ -75,18 +76,6 @@ def evaluate(model: nn.Module, task, num_clips: int, seed: int, batch_size: int,
         correct += (logits.argmax(1) == labels[start : start + batch_size]).sum().item()
     model.train()
     return correct / num_clips
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its widest vector ISA, from /proc/cpuinfo (empty where there is none)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    isa = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags][:1]
-    return f"{name} ({isa[0]})" if isa else name
 
 
 def plain(value):
@@ -117,6 +106,8 @@ def main() -> None:
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop after this many steps of the --steps schedule, without saving (a smoke run: its "
                              "losses are the full run's first steps)")
+    parser.add_argument("--curve", default=None,
+                        help="where to write the per-step curve (default: next to --out; with --stop-after: only here)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-clips", type=int, default=480, help="held-out clips for the final top-1")
     parser.add_argument("--monitor-clips", type=int, default=120, help="held-out clips checked every --eval-every")
@@ -135,7 +126,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     task = get_task(args.task)
     out = Path(args.out) if args.out else checkpoint_path(args.task)
-    curve = out.with_suffix(".curve.tsv")
+    curve = Path(args.curve) if args.curve else out.with_suffix(".curve.tsv")
     curve_rows = ["step\tloss\ttrain_acc\tlr\tmonitor_top1"]
     model = create_model(
         MODEL, num_classes=task.num_classes, num_frames=task.num_frames, img_size=task.size, tubelet_size=2,
@@ -152,7 +143,7 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     print(f"{command}\nmodel: {MODEL} dim {args.embed_dim} depth {args.depth} heads {args.num_heads} "
           f"patch {args.patch_size}, {n_params / 1e6:.2f} M params; task {task}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, bf16 {args.bf16}, cpu {cpu_name()}", flush=True)
+          f"{torch.get_num_threads()} threads, bf16 {args.bf16}, cpu {cpu_description()}", flush=True)
 
     budget_s = args.time_budget_min * 60 if args.time_budget_min is not None else math.inf
     start = time.perf_counter()
@@ -196,7 +187,9 @@ def main() -> None:
             print(f"  held-out top-1 ({args.monitor_clips} clips, seed {MONITOR_SEED}): {top1:.3f}  ({cost:.0f} s)",
                   flush=True)
         if args.stop_after is not None and step + 1 >= args.stop_after:
-            print(f"stopped after {step + 1} steps (--stop-after): nothing saved", flush=True)
+            if args.curve:
+                curve.write_text("\n".join(curve_rows) + "\n")
+            print(f"stopped after {step + 1} steps (--stop-after): no weights saved", flush=True)
             return
     else:
         step = args.steps
@@ -224,7 +217,7 @@ def main() -> None:
             "time_budget_min": args.time_budget_min if args.time_budget_min is not None else -1.0,
             "train_minutes": round(train_s / 60, 2), "wall_minutes": round(wall_s / 60, 2),
             "top1": top1, "eval_clips": args.eval_clips, "eval_seed": EVAL_SEED, "eval_split": "test",
-            "command": command, "torch": str(torch.__version__), "cpu": cpu_name(),
+            "command": command, "torch": str(torch.__version__), "cpu": cpu_description(),
         }),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,12 +6,26 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from sta.core.schedule import UNPRUNED, R, normalize_r
 from sta.utils.device import parse_dtype, resolve_device, synchronize
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its widest matrix / vector ISA (``AMD EPYC (avx512_bf16)``), from /proc/cpuinfo;
+    empty where there is none. Every speed figure and trained model is named with it."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    isa = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags][:1]
+    return f"{name} ({isa[0]})" if isa else name
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_background_mostly_static():
 def proxy_model():
     if not BUNDLED_CHECKPOINT.is_file():
         pytest.fail(f"bundled checkpoint missing: {BUNDLED_CHECKPOINT}")
-    return load_bundled_model()
+    return load_bundled_model(proxy="easy")
 
 
 @pytest.fixture(scope="module")

@@ -137,10 +137,11 @@ def test_calibration_from_videos_holds_the_next_ones_out_for_the_guard(tmp_path,
     pytest.importorskip("onnxruntime")
     from sta.data.proxies import write_videos
 
-    write_videos(tmp_path / "videos", 10)
+    write_videos(tmp_path / "videos", 10, task="easy")
     out = tmp_path / "v_int8.onnx"
-    assert main(["export", "--quantize", "int8", "--calibration", str(tmp_path / "videos" / "test.csv"),
-                 "--calibration-clips", "6", "--out", str(out), "--no-progress", "--force"]) == 0
+    assert main(["export", "--proxy", "easy", "--quantize", "int8", "--calibration",
+                 str(tmp_path / "videos" / "test.csv"), "--calibration-clips", "6", "--out", str(out), "--no-progress",
+                 "--force"]) == 0
     err = capsys.readouterr().err
     assert "test.csv: videos 1-6 of 10, one view each" in err and "videos 7-10 of 10" in err
     q = read_info(out).quantization

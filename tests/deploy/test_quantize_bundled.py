@@ -26,7 +26,7 @@ def proxy_int8(tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "proxy_int8.xml"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["export", "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
+        assert main(["export", "--proxy", "easy", "--quantize", "int8", "--out", str(out), "--no-progress"]) == 0
     (out.parent / "printed.txt").write_text(printed.getvalue())  # what it said (capsys cannot see a module fixture)
     return out
 
@@ -36,7 +36,7 @@ def proxy_float(tmp_path_factory):
     """The bundled model's float32 ONNX export at the same r: `sta export --out proxy.onnx`."""
     out = tmp_path_factory.mktemp("float") / "proxy.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["export", "--out", str(out), "--no-progress"]) == 0
+        assert main(["export", "--proxy", "easy", "--out", str(out), "--no-progress"]) == 0
     return out
 
 
@@ -97,7 +97,7 @@ def test_int8_files_run_only_as_int8_and_float_files_never(proxy_int8, proxy_flo
 def test_eval_scores_an_int8_file_like_the_float_model(proxy_int8, proxy_float, tmp_path, capsys):
     from sta.data.proxies import write_videos
 
-    write_videos(tmp_path / "videos", 24)
+    write_videos(tmp_path / "videos", 24, task="easy")
     args = ["eval", "--data-path", str(tmp_path / "videos"), "--test-num-segment", "1", "--test-num-crop", "1",
             "--no-progress", "--json", "--num-workers", "0"]
     assert main([*args, "--exported", str(proxy_int8), "--backend", "openvino", "--dtype", "int8",

@@ -11,7 +11,7 @@ import torch
 from sta.cli import main
 from sta.data import ViewProtocol
 from sta.data.proxies import write_videos
-from sta.data.synthetic import CLASS_NAMES
+from sta.data.synthetic_hard import CLASS_NAMES  # the default bundled model's (the hard proxy's)
 from sta.evaluate.predict import expand_inputs, predict_videos, top_classes
 
 
@@ -27,7 +27,7 @@ def test_bundled_model_names_the_proxy_clips(proxy_videos, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["video"] for row in rows] == [str(p) for p in paths]
     hits = sum(row["top"][0]["name"] == path.stem.split("_", 1)[1] for row, path in zip(rows, paths))
-    assert hits >= 11  # the bundled model is ~100% on this task; lossless video keeps the pixels
+    assert hits >= 10  # the hard bundled model is right on ~9 in 10 of its held-out clips; lossless video
     assert all(len(row["top"]) == 5 and row["views"] == 1 for row in rows)
 
 
