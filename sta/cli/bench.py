@@ -58,7 +58,7 @@ def run(args) -> None:
         make_runner = int8_runner(args, name, backend)
     elif backend != "torch" or args.compile:
         def make_runner(m):
-            return runner_for(m, model_info(m, name), backend, args.dtype, args.device, args.compile)
+            return runner_for(m, model_info(m, name), backend, args.dtype, args.device, args.compile, speed_only=True)
 
     rows = benchmark(model, rs, batch_size=args.batch_size, dtype="float32" if int8 else args.dtype,
                      device=args.device, warmup=args.warmup, repeats=args.repeats, make_runner=make_runner)

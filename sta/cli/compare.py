@@ -23,7 +23,7 @@ from sta.cli.options import (
 from sta.cli.output import print_notes
 from sta.core.methods import METHODS
 from sta.data import ViewProtocol, read_list_file
-from sta.data.synthetic import HELD_OUT_CLIPS, HELD_OUT_SEED
+from sta.data.synthetic import HELD_OUT_SEED
 from sta.errors import InvalidInput, RunFailed
 from sta.evaluate import compare
 from sta.evaluate.run import EvalSettings
@@ -66,7 +66,7 @@ def add_arguments(p) -> None:
     g.add_argument("--gradnorm", action="store_true", help="also the share of the unpruned model's GradNorm that "
                    "each configuration's kept tokens carry (one backward per video)")
     g.add_argument("--clips", type=clip_count, help=f"the bundled model's held-out synthetic clips, without "
-                   f"--data-path (default: {HELD_OUT_CLIPS})")
+                   f"--data-path (default: {compare.PROXY_CLIPS})")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -109,7 +109,7 @@ def score(args, loaded, configs):
         if not loaded.bundled:
             raise InvalidInput("give the videos: --data-path (a folder with test.csv / val.csv); without a model and "
                                "data, the bundled model runs on its synthetic clips")
-        return compare.score_proxy(loaded.model, configs, loaded.proxy, args.clips or HELD_OUT_CLIPS,
+        return compare.score_proxy(loaded.model, configs, loaded.proxy, args.clips or compare.PROXY_CLIPS,
                                    args.batch_size, args.dtype, args.device), []
     if args.clips is not None:
         raise InvalidInput("--clips counts the bundled model's synthetic clips; with --data-path every video is used")
@@ -133,7 +133,7 @@ def score(args, loaded, configs):
 def add_gradnorm(args, loaded, result) -> None:
     """Each row's share of the unpruned model's GradNorm that its kept tokens carry (one view per video)."""
     if args.data_path is None:
-        source = proxy_source(args.clips, task=loaded.proxy)
+        source = proxy_source(args.clips or compare.PROXY_CLIPS, task=loaded.proxy)
     else:
         entries = read_list_file(os.path.join(args.data_path, f"{args.split}.csv"), data_root=args.data_root,
                                  num_classes=loaded.model.cfg.num_classes)

@@ -39,6 +39,7 @@ from sta.utils.device import parse_dtype, resolve_device
 from sta.utils.progress import tick
 
 DEFAULT_BUDGETS = (0.7, 0.5, 0.3)
+PROXY_CLIPS = 480  # the bundled model's held-out clips a comparison scores by default: enough for a paired test
 TOLERANCE = 0.02  # a method's setting counts for a budget when its share of the unpruned GFLOPs is this close
 BASELINE = "random"  # the method every other is tested against
 
