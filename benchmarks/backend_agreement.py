@@ -23,7 +23,8 @@ import torch
 from backends import machine_header  # benchmarks/backends.py
 
 from sta.core.schedule import format_r, parse_r
-from sta.data.synthetic import HELD_OUT_SEED, PROXY_TASK, make_clips
+from sta.data.proxies import DEFAULT_PROXY, PROXY_NAMES, make_clips
+from sta.data.synthetic import HELD_OUT_SEED
 from sta.demo.run import DEMO_RS
 from sta.deploy.export import GraphForward, export_model
 from sta.deploy.metadata import read_info
@@ -63,24 +64,26 @@ def main() -> None:
     parser.add_argument("--r", type=parse_r, nargs="+", default=[0, *DEMO_RS])
     parser.add_argument("--int8", nargs="*", default=["openvino", "onnxruntime"], help="int8 backends to run")
     parser.add_argument("--calibration-clips", type=int, default=300)
+    parser.add_argument("--proxy", choices=PROXY_NAMES, default=DEFAULT_PROXY, help="which bundled model")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     print(machine_header())
-    clips, labels = make_clips(PROXY_TASK, args.clips, seed=HELD_OUT_SEED, split="test")
-    print(f"agreement with torch eager float32 on {args.clips} held-out proxy clips (bundled model, method sta): "
+    clips, labels = make_clips(args.proxy, args.clips, seed=HELD_OUT_SEED, split="test")
+    bundled = lambda r: load_bundled_model(r=r, proxy=args.proxy)  # noqa: E731
+    print(f"agreement with torch eager float32 on {args.clips} held-out proxy clips ({args.proxy} bundled model, sta): "
           "top-1 agreement, max |logit diff|, kept positions identical (sets per stage, pooled), top-1 accuracy")
     print(f"{'r':>8}  {'backend':<12}{'dtype':<10}{'agree %':>8}{'max |dlogit|':>14}{'kept %':>8}{'top-1 %':>8}")
     for r in args.r:
-        model = load_bundled_model(r=r)
+        model = bundled(r)
         info = model_info(model, "bundled proxy model")
         with torch.inference_mode():
             reference = GraphForward(model)(clips)
         row(r, "torch", "float32", reference, reference, labels)
         with tempfile.TemporaryDirectory() as tmp:
-            export_model(load_bundled_model(r=r), Path(tmp) / "m.onnx", info, ordered=False)
+            export_model(bundled(r), Path(tmp) / "m.onnx", info, ordered=False)
             for backend, dtype in CONFIGS:
                 if backend == "torch":
-                    runner = TorchRunner(load_bundled_model(r=r), info, dtype=dtype)
+                    runner = TorchRunner(bundled(r), info, dtype=dtype)
                 else:
                     runner = (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(
                         Path(tmp) / "m.onnx", info, dtype)
@@ -88,12 +91,13 @@ def main() -> None:
             for backend in args.int8:
                 out = Path(tmp) / f"int8{SUFFIXES[backend]}"
                 guard = Clips("held-out proxy clips", [clips], len(clips), labels)
-                check = quantize_model(load_bundled_model(r=r), out, info, proxy_calibration(args.calibration_clips),
+                check = quantize_model(bundled(r), out, info, proxy_calibration(args.calibration_clips, args.proxy),
                                        guard, backend=backend, force=True, progress=False)
                 runner = (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(
                     out, read_info(out), "int8")
                 row(r, backend, "int8", reference, predict(runner, clips), labels,
-                    "guard passed" if check.ok else "guard FAILED")
+                    ("guard passed" if check.ok else "guard FAILED") + ", kept per stage "
+                    + " / ".join(f"{100 * v:.1f}" for v in check.kept_per_stage))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from sta.factory import (
     sampling_rate,
 )
 from sta.models.bundled import CLASS_NAMES, SAMPLING_RATE
+from sta.models.bundled import class_names as bundled_class_names
 from sta.models.vit import VisionTransformer
 
 SMALL = dict(model="vit_small_patch16_224", img_size=32, num_frames=8)
@@ -79,10 +80,19 @@ def test_the_dataset_sizes_a_release_head_unless_classes_are_given():
 
 def test_the_bundled_model_when_nothing_is_named():
     loaded = load_model(ModelRequest(), PruningRequest(method="temporal"), allow_bundled=True, bundled_r=16)
-    assert loaded.bundled and loaded.class_names == list(CLASS_NAMES) and loaded.sampling_rate == SAMPLING_RATE
+    assert loaded.bundled and loaded.proxy == "hard" and loaded.sampling_rate == SAMPLING_RATE
+    assert loaded.class_names == list(bundled_class_names("hard")) and loaded.class_names[0] == "digit0_left"
     assert loaded.model.r == (16, 16, 16) and loaded.model.method == "temporal"
     assert any("bundled demo model" in note for note in loaded.notes)
     assert sampling_rate(None, loaded) == 1 and sampling_rate(3, loaded) == 3
+    easy = load_model(ModelRequest(proxy="easy"), allow_bundled=True)
+    assert easy.proxy == "easy" and easy.class_names == list(CLASS_NAMES) and easy.model.cfg.embed_dim == 64
+    assert easy.desc != loaded.desc  # an eval of one does not resume the other's predictions
+
+
+def test_proxy_with_a_named_model_is_refused():
+    with pytest.raises(InvalidInput, match="`proxy` picks a bundled model"):
+        load_model(ModelRequest(model="vit_small_patch16_224", proxy="easy"), allow_bundled=True)
 
 
 def test_a_budget_picks_r_and_says_so():
