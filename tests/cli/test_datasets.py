@@ -113,5 +113,7 @@ def test_compare_runs_on_the_custom_list(four_class, tmp_path, capsys):
                  "--methods", "sta", "random", "--r", "1", "--test-num-segment", "1", "--test-num-crop", "1",
                  "--num-workers", "0", "--timing-rounds", "0", "--out", str(tmp_path / "c"), "--no-progress"])
     assert code == 0
-    rows = [json.loads(line) for line in (tmp_path / "c" / "compare.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "c" / "compare.jsonl").read_text().splitlines()]
+    rows = [row for row in lines if "method" in row]
     assert {row["method"] for row in rows} >= {"sta", "random"} and all(row["clips"] == 4 for row in rows)
+    assert [row["skipped"] for row in lines if "skipped" in row] == ["broken.mp4"]  # named in the JSONL too

@@ -8,11 +8,11 @@ from sta.core.schedule import tokens_after_stages
 from sta.demo.run import run_demo, write_outputs
 from sta.evaluate.compare import table
 
-# Held-out top-1 bands (percent) on the demo's 240 clips; measured: see README "What `make demo` shows".
-BANDS_R16 = {**{m: (97.0, 100.0) for m in ("sta", "temporal", "norm", "random", "tome", "evs", "vidtldr")},
-             "repshift": (60.0, 85.0)}
-BANDS_56_8_4 = {"sta": (97.0, 100.0), "temporal": (95.0, 100.0), "norm": (88.0, 99.0), "random": (65.0, 88.0),
-                "evs": (75.0, 93.0), "repshift": (40.0, 62.0)}
+# Held-out top-1 bands (percent) on the demo's 240 clips of the hard proxy; measured (docs/compare.md): unpruned
+# 93.8; at r=16 every method 92-94; at 56,8,4 sta 92.1, temporal 87.5, norm 85.4, repshift 81.7, random 42.1, evs 24.6.
+BANDS_R16 = {m: (90.0, 96.0) for m in ("sta", "temporal", "norm", "random", "tome", "evs", "vidtldr", "repshift")}
+BANDS_56_8_4 = {"sta": (89.0, 95.0), "temporal": (84.0, 91.0), "norm": (81.0, 89.0), "random": (36.0, 48.0),
+                "evs": (19.0, 31.0), "repshift": (76.0, 87.0)}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def result():
 @pytest.mark.slow
 def test_unpruned_and_bands(result):
     rows = {(row.config.method, row.config.r): row for row in result.rows}
-    assert rows[(None, (0, 0, 0))].top1 >= 95.0  # the unpruned baseline
+    assert rows[(None, (0, 0, 0))].top1 >= 90.0  # the unpruned baseline
     for method, (lo, hi) in BANDS_R16.items():
         assert lo <= rows[(method, (16, 16, 16))].top1 <= hi, method
     for method, (lo, hi) in BANDS_56_8_4.items():
@@ -32,7 +32,7 @@ def test_unpruned_and_bands(result):
     assert ("vidtldr", (56, 8, 4)) not in rows  # nor can vid-TLDR
     assert {(m, w) for m, w, _ in result.not_run} == {("tome", "r=56,8,4"), ("vidtldr", "r=56,8,4")}
     sta, random = rows[("sta", (56, 8, 4))], rows[("random", (56, 8, 4))]
-    assert sta.top1 >= random.top1 + 10 and sta.p_vs_random < 0.001  # a claim with a p-value
+    assert sta.top1 >= random.top1 + 40 and sta.p_vs_random < 1e-20  # a claim with a p-value
 
 
 def test_equal_token_counts_and_flops(result):

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from sta.data import VideoEntry, ViewProtocol
-from sta.data.synthetic import HELD_OUT_SEED, PROXY_TASK, make_clips
+from sta.data.proxies import make_clips
+from sta.data.synthetic import HELD_OUT_SEED
+from sta.data.synthetic_hard import HARD_TASK
 from sta.evaluate.sources import clip_views, folder_source, list_file_source, proxy_source
 from sta.measure.gradnorm import run_gradnorm
 from tests.helpers import tiny_model
@@ -47,6 +49,6 @@ def test_folder_skips_and_names_bad_files(model, tmp_path):
 
 def test_proxy_source():
     items = list(proxy_source(3))
-    expected, labels = make_clips(PROXY_TASK, 3, seed=HELD_OUT_SEED, split="test")
+    expected, labels = make_clips(HARD_TASK, 3, seed=HELD_OUT_SEED, split="test")  # the default proxy's
     assert [item.label for item in items] == labels.tolist()
     torch.testing.assert_close(torch.stack([item.clip for item in items]), expected)
