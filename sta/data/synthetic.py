@@ -208,6 +208,25 @@ def _background(gen: torch.Generator, task: ProxyTask, B: int, coords: Tensor, t
     return base[:, :, None, None, None] + texture, pan
 
 
+def _balanced_labels(gen: torch.Generator, B: int, C: int) -> Tensor:
+    """``B`` labels of ``C`` classes: each ``B // C`` times, a random ``B % C`` of them once more, shuffled."""
+    extra = torch.randperm(C, generator=gen)[: B % C]
+    return torch.cat((torch.arange(C).repeat(B // C), extra))[torch.randperm(B, generator=gen)]
+
+
+def _photometric_and_normalise(gen: torch.Generator, task, frames: Tensor) -> Tensor:
+    """Per-clip jitter ``(x - 0.5) * gain + 0.5 + offset``, sensor noise, clipping to 0..1, ImageNet normalisation
+    (in place; ``task`` gives ``contrast``, ``brightness``, ``noise_std``)."""
+    B = frames.shape[0]
+    gain = _uniform(gen, B, *task.contrast)[:, None, None, None, None]
+    offset = _uniform(gen, B, -task.brightness, task.brightness)[:, None, None, None, None]
+    frames.mul_(gain).add_(0.5 - 0.5 * gain + offset)
+    frames.add_(torch.randn(frames.shape, generator=gen), alpha=task.noise_std).clamp_(0, 1)
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None, None]
+    return frames.sub_(mean).div_(std)
+
+
 def make_clips(task: ProxyTask, num_clips: int, seed: int, split: str = "train") -> tuple[Tensor, Tensor]:
     """``num_clips`` clips of ``task`` and their labels, deterministic in ``(task, num_clips, seed, split)``.
 
@@ -227,8 +246,7 @@ def make_clips(task: ProxyTask, num_clips: int, seed: int, split: str = "train")
     C = task.num_classes
     # Every class num_clips // C times, plus a random subset of classes once more, in a random order:
     # balanced, and no class favoured across batches whose size is not a multiple of C.
-    extra = torch.randperm(C, generator=gen)[: B % C]
-    labels = torch.cat((torch.arange(C).repeat(B // C), extra))[torch.randperm(B, generator=gen)]
+    labels = _balanced_labels(gen, B, C)
     shape_id = labels // len(DIRECTIONS)
     direction = torch.tensor(_DIRECTION_XY)[labels % len(DIRECTIONS)]  # B x 2
 
@@ -261,11 +279,4 @@ def make_clips(task: ProxyTask, num_clips: int, seed: int, split: str = "train")
         alpha = _shape_coverage(shp, sz, dx, dy)[:, None]  # B x 1 x T x H x W
         frames.lerp_(col[:, :, None, None, None].expand_as(frames), alpha)  # paint the object over the frames
 
-    # Photometric jitter ((x - 0.5) * gain + 0.5 + offset), sensor noise, clipping, ImageNet normalisation.
-    gain = _uniform(gen, B, *task.contrast)[:, None, None, None, None]
-    offset = _uniform(gen, B, -task.brightness, task.brightness)[:, None, None, None, None]
-    frames.mul_(gain).add_(0.5 - 0.5 * gain + offset)
-    frames.add_(torch.randn(frames.shape, generator=gen), alpha=task.noise_std).clamp_(0, 1)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None, None]
-    return frames.sub_(mean).div_(std), labels
+    return _photometric_and_normalise(gen, task, frames), labels

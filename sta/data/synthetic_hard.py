@@ -41,8 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sta.core.contract import IMAGENET_MEAN, IMAGENET_STD
-from sta.data.synthetic import MAX_CLIPS, _background, _stream_seed, _uniform, _wrapped_offsets
+from sta.data.synthetic import (
+    MAX_CLIPS,
+    _background,
+    _balanced_labels,
+    _photometric_and_normalise,
+    _stream_seed,
+    _uniform,
+    _wrapped_offsets,
+)
 from sta.errors import InvalidInput
 
 DIGITS_FILE = Path(__file__).resolve().parent / "assets" / "digits.npz"
@@ -176,8 +183,7 @@ def make_hard_clips(task: HardTask, num_clips: int, seed: int, split: str = "tra
     bank, _ = _digit_bank()
     pools = _pools(split)
     B, T, S, C = num_clips, task.num_frames, task.size, task.num_classes
-    extra = torch.randperm(C, generator=gen)[: B % C]
-    labels = torch.cat((torch.arange(C).repeat(B // C), extra))[torch.randperm(B, generator=gen)]
+    labels = _balanced_labels(gen, B, C)
     digit = torch.tensor(TARGET_DIGITS)[labels // len(DIRECTIONS)]
     direction = torch.tensor(_DIRECTION_XY)[labels % len(DIRECTIONS)]  # B x 2
 
@@ -220,10 +226,4 @@ def make_hard_clips(task: HardTask, num_clips: int, seed: int, split: str = "tra
     sample = _pick(gen, pools, digit)
     draw(sample, _uniform(gen, B, *task.target_size), _uniform(gen, B, 0.0, S, 2), vel + pan, shown, white=True)
 
-    gain = _uniform(gen, B, *task.contrast)[:, None, None, None, None]
-    offset = _uniform(gen, B, -task.brightness, task.brightness)[:, None, None, None, None]
-    frames.mul_(gain).add_(0.5 - 0.5 * gain + offset)
-    frames.add_(torch.randn(frames.shape, generator=gen), alpha=task.noise_std).clamp_(0, 1)
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None, None]
-    return frames.sub_(mean).div_(std), labels
+    return _photometric_and_normalise(gen, task, frames), labels

@@ -270,8 +270,11 @@ def test_hf_model_directory_runs_through_flops_eval_and_vis(family, sample_video
     assert main(["eval", *hf, "--data-path", str(tmp_path), "--data-root", str(sample_videos), "--r", "2",
                  "--test-num-segment", "2", "--test-num-crop", "1", "--num-workers", "0", "--no-progress",
                  "--json", "--output-dir", str(tmp_path / "out")]) == 0
-    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.splitlines()[-1])
     assert summary["videos"] == 1 and summary["views"] == 2 and summary["model"]["r"] == [2, 2, 2]
+    # a 5-class head is no named dataset's: evaluated as one's own classes, said in one line
+    assert "head's 5 classes match no named dataset: evaluating as --data-set custom" in captured.err
     assert main(["vis", str(sample_videos / "bikes.mp4"), *hf, "--r", "2", "--out", str(tmp_path / "vis")]) == 0
     assert json.loads((tmp_path / "vis" / "tokens.json").read_text())["tokens_per_stage"] == [112, 104, 100]
 
