@@ -203,9 +203,19 @@ EXPORTABLE = sorted(m for m in METHODS if method_refusal(m, "export") is None)
 
 
 @pytest.mark.parametrize("method", EXPORTABLE)
-def test_every_exportable_method_records_the_token_counts_its_graph_keeps(method, tmp_path):
+def test_every_exportable_method_records_the_token_counts_it_keeps(method):
     """The counts came from STA's arithmetic whatever the method (evs-q r=16 recorded 384 -> 320 -> 288 while its
-    graph kept 288 at every stage); vid-TLDR failed to export to ONNX at every r."""
+    graph kept 288 at every stage). What is recorded is what the eager model keeps, for every method."""
+    model = tiny_model(r=(3, 2, 1), seed=5)
+    model.set_pruning(method=method)
+    with torch.no_grad():
+        _, trace = model(tiny_clips(2, seed=1), return_trace=True)
+    assert model_info(model, "tiny").tokens_per_stage == [p.shape[1] for p in trace.positions]
+
+
+@pytest.mark.parametrize("method", ["evs-q", "rlt", "vidtldr"])  # counts of their own; vid-TLDR's ONNX export
+def test_the_graph_keeps_the_recorded_counts(method, tmp_path):
+    """...and the exported graph's positions_k outputs agree (vid-TLDR failed to export to ONNX at every r)."""
     import onnxruntime
 
     model = tiny_model(r=(3, 2, 1), seed=5)
