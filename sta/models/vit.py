@@ -194,13 +194,13 @@ class VisionTransformer(ClipClassifier, nn.Module):
         self._method = value
 
     def set_pruning(self, r: RSpec | None = None, method: str | None = None) -> None:
-        """Set r and/or the method together (each is checked against the other only once both are set)."""
-        if method is not None and r is not None:
-            self.method = "sta"  # accepts every valid r, so switching passes through it
-        if r is not None:
-            self.r = r
-        if method is not None:
-            self.method = method
+        """Set r and/or the method together: the pair is checked before anything changes, so a ``ValueError``
+        leaves the model exactly as it was (0.3 switched to ``sta`` first and stayed there when r failed)."""
+        new_r = self._r if r is None else r
+        new_method = self._method if method is None else method
+        stages = build_stages(self.cfg.depth, self.cfg.num_slices, self.cfg.tokens_per_slice, new_r)
+        check_method(new_method, stages)
+        self.stages, self._r, self._method = stages, normalize_r(new_r), new_method
 
     def meta_copy(self) -> VisionTransformer:
         """The same architecture, r and method on the meta device, without copying a weight (for FLOPs)."""

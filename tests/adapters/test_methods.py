@@ -121,3 +121,12 @@ def test_needs_reach_the_layers_only_at_stage_layers(monkeypatch):
             classifier("vivit", method)(tiny_clips(1))
     assert seen == [(False, False)] * 3 + [(False, True)] * 3 + [(True, False)] * 3
     assert Needs.ATTENTION in METHODS["vidtldr"].needs
+
+
+@pytest.mark.parametrize("family", sorted(BUILD))
+def test_a_failed_set_pruning_changes_nothing_in_any_family(family):
+    model = classifier(family, "norm")
+    for bad in (dict(r=999, method="tome"), dict(r=R, method="no-such-method"), dict(r=-1)):
+        with pytest.raises(ValueError):
+            model.set_pruning(**bad)
+        assert (model.r, model.method) == (R, "norm"), bad

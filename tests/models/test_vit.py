@@ -204,3 +204,15 @@ def test_methods_read_only_what_they_declare():
         model(tiny_clips(1))
     assert calls[:6] == [(True, True)] * 6
     assert calls[6:] == [(True, block not in (0, 2, 4)) for block in range(6)]
+
+
+def test_a_failed_set_pruning_changes_nothing():
+    """0.3: set_pruning(r=bad, method="tome") raised but left the method at "sta", so later forwards ran STA."""
+    model = tiny_model(r=(3, 2, 1))
+    model.set_pruning(method="norm")
+    for bad in (dict(r=999, method="tome"), dict(r=(3, 2, 1), method="no-such-method"), dict(r=-1)):
+        with pytest.raises(ValueError):
+            model.set_pruning(**bad)
+        assert (model.r, model.method, len(model.stages)) == ((3, 2, 1), "norm", 3), bad
+    model.set_pruning(r=2, method="tome")  # a pair that fits is taken in one step, whatever the order
+    assert (model.r, model.method) == ((2, 2, 2), "tome")
