@@ -80,6 +80,14 @@ def stage_blocks(depth: int) -> tuple[int, ...]:
     return tuple(k * depth // NUM_STAGES for k in range(NUM_STAGES))
 
 
+def _check_grouping(num_slices: int) -> None:
+    """STA groups T, T/2 and T/4 slices: ``InvalidInput`` unless ``num_slices`` is a positive multiple of 4."""
+    if num_slices < 4 or num_slices % 4:
+        raise InvalidInput(
+            f"STA needs num_frames / tubelet_size divisible by 4 (groups of T, T/2, T/4 slices); got T={num_slices}"
+        )
+
+
 def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -> tuple[PruneStage, ...]:
     """The pruning stages of a ``depth``-block ViT on ``num_slices x tokens_per_slice`` tokens.
 
@@ -91,10 +99,7 @@ def build_stages(depth: int, num_slices: int, tokens_per_slice: int, r: RSpec) -
     rs = normalize_r(r)
     if not any(rs):
         return ()  # plain VideoMAE: any layout works
-    if num_slices < 4 or num_slices % 4:
-        raise InvalidInput(
-            f"STA needs num_frames / tubelet_size divisible by 4 (groups of T, T/2, T/4 slices); got T={num_slices}"
-        )
+    _check_grouping(num_slices)
     blocks = stage_blocks(depth)
     if len(set(blocks)) < NUM_STAGES:
         raise InvalidInput(f"STA needs depth >= {NUM_STAGES} so its three stage blocks differ; got depth={depth}")
@@ -124,10 +129,7 @@ def tokens_after_stages(num_slices: int, tokens_per_slice: int, r: RSpec) -> tup
     tokens = num_slices * tokens_per_slice
     if not any(rs):
         return (tokens,) * NUM_STAGES
-    if num_slices < 4 or num_slices % 4:
-        raise InvalidInput(
-            f"STA needs num_frames / tubelet_size divisible by 4 (groups of T, T/2, T/4 slices); got T={num_slices}"
-        )
+    _check_grouping(num_slices)
     counts = []
     for k, r_k in enumerate(rs):
         groups = num_slices // 2**k

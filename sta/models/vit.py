@@ -98,10 +98,9 @@ class Attention(nn.Module):
         # ONNX exporter then views wrongly ("Cannot view a tensor ..."): such graphs take the explicit products.
         if return_probs or (score_bias is not None and torch.compiler.is_exporting()):
             scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-            probs = scores.float().softmax(dim=-1)
+            probs = scores.float().softmax(dim=-1) if return_probs else None  # a method reads them: no size bias
             weights = probs if score_bias is None else (scores + score_bias).float().softmax(dim=-1)
             out = torch.einsum("bhnm,bhmd->bnhd", weights.to(v.dtype), v).reshape(B, N, C)  # straight to B x N x C
-            probs = probs if return_probs else None
         else:
             out = attend(q, k, v, score_bias).transpose(1, 2).reshape(B, N, C)
         out = self.proj(out)
